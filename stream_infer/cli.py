@@ -1,0 +1,312 @@
+"""The ``stream-infer`` command line.
+
+Every command fails with one line on stderr and a non-zero exit code: 1 for
+an error, 2 for a usage error or a command that is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+
+from stream_infer.config import Settings, load_settings
+from stream_infer.errors import StreamInferError
+from stream_infer.logging import configure_logging
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="stream-infer",
+    help="Batched ONNX inference over Kafka streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Topic declarations (topics/*.yaml).", no_args_is_help=True)
+broker_app = typer.Typer(
+    help="The local single-node Kafka broker (no Docker).", no_args_is_help=True
+)
+dlq_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(broker_app, name="broker")
+app.add_typer(dlq_app, name="dlq")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML config file (defaults + STREAM_INFER_* env when omitted)."
+    ),
+]
+DEFAULT_DATA_DIR = Path(".stream-infer/broker")
+
+
+def _settings(config: Path | None) -> Settings:
+    settings = load_settings(config)
+    configure_logging(settings.logging.level, settings.logging.json_format)
+    return settings
+
+
+def _not_implemented(what: str) -> NoReturn:
+    typer.echo(f"stream-infer: {what} is not implemented yet", err=True)
+    raise typer.Exit(2)
+
+
+# -- run --------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    runtime: Annotated[str, typer.Option(help="native (default) or faust.")] = "native",
+) -> None:
+    """Run one worker: consume, infer, produce predictions and dead letters, commit."""
+    if runtime not in ("native", "faust"):
+        raise typer.BadParameter("must be 'native' or 'faust'", param_hint="--runtime")
+    settings = _settings(config)
+    if runtime == "faust":
+        _not_implemented("--runtime faust")
+    from stream_infer.worker import Worker
+
+    worker = Worker(settings)
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            os._exit(128 + signum)  # second signal: the operator means it
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()
+
+
+# -- topics -------------------------------------------------------------------------
+
+
+@topics_app.command("apply")
+def topics_apply(
+    config: ConfigOpt = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Declarations folder (default: ./topics).")
+    ] = None,
+) -> None:
+    """Create missing topics, add partitions, set configs; never deletes. Safe to re-run."""
+    from stream_infer.topics import apply_topics, default_topics_dir, load_declarations
+
+    settings = _settings(config)
+    folder = directory or default_topics_dir()
+    decls = load_declarations(folder)
+    for change in apply_topics(settings.kafka.admin_config(), decls):
+        typer.echo(str(change))
+    declared = {d.name for d in decls}
+    wanted = {*settings.topics.inputs, settings.topics.output, settings.topics.dead_letter}
+    for name in sorted(wanted - declared):
+        typer.echo(f"{name}: warning (used by the config but not declared in {folder})", err=True)
+
+
+# -- produce / consume / lag ----------------------------------------------------------
+
+
+@app.command()
+def produce(
+    config: ConfigOpt = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Target topic (default: the first input).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="JSON lines to send ('-' for stdin).")
+    ] = None,
+    demo: Annotated[bool, typer.Option(help="Replay the demo dataset.")] = False,
+    loop: Annotated[bool, typer.Option(help="With --demo: replay forever.")] = False,
+    rate: Annotated[float, typer.Option(help="Events per second (0: as fast as possible).")] = 0.0,
+    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    key_field: Annotated[
+        str | None, typer.Option(help="With --file: use this JSON field as the key.")
+    ] = None,
+) -> None:
+    """Send events: JSON lines (file/stdin), the demo dataset, or generated rows for the model."""
+    from stream_infer.loadgen import (
+        demo_value_events,
+        generated_events,
+        line_events,
+        produce_events,
+    )
+
+    settings = _settings(config)
+    target = topic or settings.topics.inputs[0]
+    if file is not None and demo:
+        raise typer.BadParameter("use either --file or --demo", param_hint="--file")
+    if file is not None:
+        stream = sys.stdin.buffer if str(file) == "-" else _open(file)
+        events = line_events(stream, key_field)
+    elif demo:
+        events = demo_value_events(loop)
+    else:
+        from stream_infer.model import load_model
+
+        if count is None:
+            raise typer.BadParameter("generated events need --count", param_hint="--count")
+        model = settings.model.model_copy(update={"warmup": False})
+        events = generated_events(load_model(model).signature)
+    conf = {**settings.kafka.base(), **settings.kafka.producer}
+    acked = produce_events(conf, target, events, rate=rate, count=count)
+    typer.echo(f"produced {acked} events to {target}", err=True)
+
+
+def _open(path: Path) -> Any:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise StreamInferError(f"cannot read {path}: {exc.strerror}") from None
+
+
+@app.command()
+def consume(
+    config: ConfigOpt = None,
+    topic: Annotated[str | None, typer.Option(help="Topic to read (default: the output).")] = None,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning/--from-end")] = True,
+    count: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Stop after this many seconds without records (0: never).")
+    ] = 5.0,
+) -> None:
+    """Print a topic as JSON lines (value parsed, headers decoded); joins no consumer group."""
+    from stream_infer.tail import decode_record, tail
+
+    settings = _settings(config)
+    target = topic or settings.topics.output
+    out = sys.stdout.buffer
+    for msg in tail(settings.kafka.base(), target, from_beginning, idle_timeout or None, count):
+        out.write(orjson.dumps(decode_record(msg)) + b"\n")
+        out.flush()
+
+
+@app.command()
+def lag(config: ConfigOpt = None) -> None:
+    """Lag of the worker group on every partition of the input topics."""
+    from stream_infer.lag import group_lag
+
+    settings = _settings(config)
+    rows = group_lag(settings.kafka.base(), settings.kafka.group_id, settings.topics.inputs)
+    typer.echo(f"{'TOPIC':<30} {'PARTITION':>9} {'COMMITTED':>12} {'END':>12} {'LAG':>10}")
+    for r in rows:
+        committed = "-" if r.committed is None else str(r.committed)
+        typer.echo(f"{r.topic:<30} {r.partition:>9} {committed:>12} {r.high:>12} {r.lag:>10}")
+    typer.echo(f"total lag: {sum(r.lag for r in rows)}")
+
+
+# -- later capabilities ------------------------------------------------------------------
+
+
+@dlq_app.command("replay")
+def dlq_replay(config: ConfigOpt = None) -> None:
+    """Send dead letters back to their original topic (not implemented yet)."""
+    _not_implemented("dlq replay")
+
+
+@app.command()
+def bench(config: ConfigOpt = None) -> None:
+    """Benchmark the pipeline against hand-written loops (not implemented yet)."""
+    _not_implemented("bench")
+
+
+# -- broker ------------------------------------------------------------------------------
+
+PortOpt = Annotated[int, typer.Option(help="Port on 127.0.0.1.")]
+DataDirOpt = Annotated[
+    Path, typer.Option(help="Broker data folder (pid file, logs, log segments).")
+]
+
+
+@broker_app.command("start")
+def broker_start(port: PortOpt = 9092, data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+    """Start the broker; returns once 127.0.0.1:PORT accepts Kafka requests."""
+    from stream_infer.devbroker import start_broker
+
+    status = start_broker(port, data_dir)
+    typer.echo(
+        f"broker running: pid {status.pid}, bootstrap {status.bootstrap}, data {status.data_dir}"
+    )
+
+
+@broker_app.command("stop")
+def broker_stop(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+    """Stop the broker of DATA_DIR (SIGTERM, then SIGKILL after 30 s)."""
+    from stream_infer.devbroker import stop_broker
+
+    typer.echo("broker stopped" if stop_broker(data_dir) else "no broker was running")
+
+
+@broker_app.command("status")
+def broker_status_cmd(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+    """Say whether the broker of DATA_DIR runs and answers; exit 1 when it does not."""
+    from stream_infer.devbroker import broker_status
+
+    st = broker_status(data_dir)
+    if not st.running:
+        typer.echo(f"not running (data {st.data_dir})")
+        raise typer.Exit(1)
+    typer.echo(
+        f"running: pid {st.pid}, bootstrap {st.bootstrap}, "
+        + ("answering" if st.reachable else "NOT answering")
+    )
+    if not st.reachable:
+        raise typer.Exit(1)
+
+
+@broker_app.command("classpath")
+def broker_classpath() -> None:
+    """Print the Kafka classpath, for Kafka's own console tools (see the README)."""
+    from stream_infer.devbroker import classpath
+
+    typer.echo(classpath())
+
+
+# -- dev ---------------------------------------------------------------------------------
+
+
+@app.command()
+def dev(
+    config: ConfigOpt = None,
+    rate: Annotated[float, typer.Option(help="Demo events per second.")] = 200.0,
+    duration: Annotated[
+        float, typer.Option(help="Stop after this many seconds (0: Ctrl-C).")
+    ] = 0.0,
+    poison_every: Annotated[
+        int,
+        typer.Option(help="Send one undecodable event every N (0: none), to show dead letters."),
+    ] = 250,
+    keep_broker: Annotated[bool, typer.Option(help="Leave the broker running on exit.")] = False,
+) -> None:
+    """Everything locally: broker, topics, demo model, worker and demo producer."""
+    from stream_infer.devloop import run_dev
+
+    settings = _settings(config)
+    run_dev(
+        settings, rate=rate, duration=duration, poison_every=poison_every, keep_broker=keep_broker
+    )
+
+
+def main() -> None:
+    """Entry point: one clear line for every expected failure."""
+    try:
+        app()
+    except StreamInferError as exc:
+        typer.echo(f"stream-infer: error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        from confluent_kafka import KafkaException
+
+        if isinstance(exc, KafkaException):
+            from stream_infer.errors import kafka_error_text
+
+            typer.echo(f"stream-infer: kafka error: {kafka_error_text(exc.args[0])}", err=True)
+            sys.exit(1)
+        raise

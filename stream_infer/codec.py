@@ -1,0 +1,466 @@
+"""Bytes to validated numpy batches, model outputs to prediction bytes, and dead letters.
+
+Decoding is per batch: JSON is parsed per message (it has to be), but arrays
+are built with one ``np.array`` call per input for the whole batch. Only when
+that fast path refuses the batch (a ragged row, a string, an overflow) do rows
+go one by one, to find exactly which events are bad and say why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from stream_infer.errors import DecodeError, RecordError, Stage, ValidationError
+from stream_infer.model import InputSpec, Signature
+
+__all__ = [
+    "Decoded",
+    "Decoder",
+    "Encoder",
+    "Headers",
+    "Rows",
+    "SourceRecord",
+    "dead_letter_headers",
+    "error_class",
+]
+
+_ERROR_MESSAGE_CAP = 1024
+Headers = list[tuple[str, str | bytes | None]]
+_ACCEPTED_SCALARS: dict[str, tuple[type, ...]] = {
+    "f": (int, float),
+    "i": (int, float),  # floats are accepted when integral (1.0), checked on cast
+    "u": (int, float),
+    "b": (bool,),
+    "O": (str,),
+}
+
+
+class SourceRecord(Protocol):
+    """What the codec reads of a consumed record (confluent-kafka's ``Message`` fits)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def key(self) -> bytes | str | None: ...
+    def value(self) -> bytes | str | None: ...
+    def headers(self) -> Headers | None: ...
+
+
+@dataclass(slots=True)
+class Rows:
+    """Rows of a batch that fit the model and share one shape, stacked per input."""
+
+    index: list[int]  # positions in the batch
+    ids: list[Any]
+    feeds: dict[str, np.ndarray]
+
+
+@dataclass(slots=True)
+class Decoded:
+    groups: list[Rows] = field(default_factory=list)
+    rejects: list[tuple[int, RecordError]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return sum(len(g.index) for g in self.groups)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _show(value: Any) -> str:
+    """A JSON value for an error message: short ones verbatim, long ones by type."""
+    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return text if len(text) <= 40 else f"a long {_json_type(value)}"
+
+
+def _first_bad(value: Any, accepted: tuple[type, ...], path: str) -> tuple[str, Any] | None:
+    """The first leaf that is not an accepted scalar, with its JSON path."""
+    if isinstance(value, list):
+        for pos, item in enumerate(value):
+            found = _first_bad(item, accepted, f"{path}[{pos}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, bool) and bool not in accepted:
+        return path, value
+    if not isinstance(value, accepted):
+        return path, value
+    return None
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_bool(item) for item in value)
+    return isinstance(value, bool)
+
+
+def _cast(arr: np.ndarray, spec: InputSpec) -> np.ndarray | None:
+    """Cast a parsed numeric array to the input's dtype, or None if a value does not fit."""
+    target = spec.dtype
+    if target.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = arr.astype(target)
+        return out if np.isfinite(out).all() else None
+    # Integer input: values must be integral and inside the type's range.
+    info = np.iinfo(target)
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (np.floor(arr) == arr).all()):
+        return None
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        return None
+    return arr.astype(target)
+
+
+def _fast(spec: InputSpec, values: list[Any]) -> np.ndarray | None:
+    """All rows of one input at once, or None when any row needs a closer look."""
+    try:
+        if spec.kind == "O":
+            return None  # strings: numpy would accept numbers too, so check per row
+        arr = np.array(values)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if not spec.fits(arr.shape[1:]):
+        return None
+    if spec.kind == "b":
+        return arr if arr.dtype.kind == "b" else None
+    if arr.dtype.kind not in "iuf":
+        return None
+    return _cast(arr, spec)
+
+
+class Decoder:
+    """Turns a batch of raw values into model feeds plus the rejects, each with its reason."""
+
+    def __init__(self, signature: Signature) -> None:
+        self._specs = signature.inputs
+        self._names = signature.input_names
+        self._single = self._names[0] if len(self._names) == 1 else None
+        # JSON booleans silently become 0/1 inside a numeric np.array; the byte
+        # test below finds the (rare) events that need the strict check.
+        self._numeric = any(spec.kind in "iuf" for spec in self._specs)
+        self._known = set(self._names)
+
+    def decode(self, values: Sequence[bytes | str | None]) -> Decoded:
+        out = Decoded()
+        rejects = out.rejects
+        index: list[int] = []
+        ids: list[Any] = []
+        columns: list[list[Any]] = [[] for _ in self._specs]
+        suspicious: list[int] = []
+        loads, single, names = orjson.loads, self._single, self._names
+        for i, raw in enumerate(values):
+            if raw is None:
+                rejects.append((i, DecodeError("tombstone: the message has no value")))
+                continue
+            try:
+                doc = loads(raw)
+            except orjson.JSONDecodeError as exc:
+                rejects.append((i, DecodeError(f"value is not valid JSON: {exc}")))
+                continue
+            if type(doc) is not dict:
+                rejects.append(
+                    (i, ValidationError(f"value must be a JSON object, not {_json_type(doc)}"))
+                )
+                continue
+            features = doc.get("features")
+            ident = doc.get("id")
+            if ident is not None and type(ident) is not str and type(ident) is not int:
+                rejects.append(
+                    (i, ValidationError(f"id must be a string or an integer, not {_show(ident)}"))
+                )
+                continue
+            if type(features) is dict:
+                problem = self._check_names(features)
+                if problem:
+                    rejects.append((i, ValidationError(problem)))
+                    continue
+                for col, name in zip(columns, names, strict=True):
+                    col.append(features[name])
+            elif features is None:
+                why = "is null" if "features" in doc else "is missing"
+                rejects.append((i, ValidationError(f"'features' {why}")))
+                continue
+            elif single is not None:
+                columns[0].append(features)
+            else:
+                rejects.append(
+                    (
+                        i,
+                        ValidationError(
+                            "features must be an object keyed by input name "
+                            f"({', '.join(names)}), not {_json_type(features)}"
+                        ),
+                    )
+                )
+                continue
+            if self._numeric and (b"true" in raw or b"false" in raw):
+                suspicious.append(len(index))
+            index.append(i)
+            ids.append(ident)
+        if index:
+            self._assemble(out, index, ids, columns, suspicious)
+        return out
+
+    def _check_names(self, features: dict[str, Any]) -> str | None:
+        keys = features.keys()
+        missing = [n for n in self._names if n not in keys]
+        inputs = f"(model inputs: {', '.join(self._names)})"
+        if missing:
+            return f"features is missing input {', '.join(map(repr, missing))} {inputs}"
+        extra = [k for k in keys if k not in self._known]
+        if extra:
+            return f"features has unknown input {', '.join(map(repr, extra))} {inputs}"
+        return None
+
+    def _label(self, spec: InputSpec) -> str:
+        return "features" if self._single is not None else f"features.{spec.name}"
+
+    def _assemble(
+        self,
+        out: Decoded,
+        index: list[int],
+        ids: list[Any],
+        columns: list[list[Any]],
+        suspicious: list[int],
+    ) -> None:
+        arrays = [_fast(spec, col) for spec, col in zip(self._specs, columns, strict=True)]
+        if all(a is not None for a in arrays):
+            keep = None
+            if suspicious:
+                bad = [r for r in suspicious if any(_has_bool(col[r]) for col in columns)]
+                for r in bad:
+                    out.rejects.append((index[r], self._row_error(r, columns)))
+                if bad:
+                    keep = np.ones(len(index), dtype=bool)
+                    keep[bad] = False
+            feeds = {
+                spec.name: (arr if keep is None else arr[keep])
+                for spec, arr in zip(self._specs, arrays, strict=True)
+                if arr is not None
+            }
+            if keep is not None:
+                index = [i for i, k in zip(index, keep, strict=True) if k]
+                ids = [v for v, k in zip(ids, keep, strict=True) if k]
+            if index:
+                out.groups.append(Rows(index, ids, feeds))
+            return
+        self._assemble_slow(out, index, ids, columns)
+
+    def _assemble_slow(
+        self, out: Decoded, index: list[int], ids: list[Any], columns: list[list[Any]]
+    ) -> None:
+        groups: dict[
+            tuple[tuple[int, ...], ...], tuple[list[int], list[Any], list[list[np.ndarray]]]
+        ] = {}
+        for r, i in enumerate(index):
+            try:
+                row = [
+                    self._row(spec, col[r]) for spec, col in zip(self._specs, columns, strict=True)
+                ]
+            except ValidationError as exc:
+                out.rejects.append((i, exc))
+                continue
+            key = tuple(a.shape for a in row)
+            g_index, g_ids, g_cols = groups.setdefault(key, ([], [], [[] for _ in self._specs]))
+            g_index.append(i)
+            g_ids.append(ids[r])
+            for col, arr in zip(g_cols, row, strict=True):
+                col.append(arr)
+        for g_index, g_ids, g_cols in groups.values():
+            feeds = {
+                spec.name: np.stack(col) for spec, col in zip(self._specs, g_cols, strict=True)
+            }
+            out.groups.append(Rows(g_index, g_ids, feeds))
+
+    def _row_error(self, r: int, columns: list[list[Any]]) -> ValidationError:
+        for spec, col in zip(self._specs, columns, strict=True):
+            try:
+                self._row(spec, col[r])
+            except ValidationError as exc:
+                return exc
+        return ValidationError("features do not fit the model")  # pragma: no cover
+
+    def _row(self, spec: InputSpec, value: Any) -> np.ndarray:
+        """One row of one input, validated, or a ValidationError that says exactly why."""
+        label = self._label(spec)
+        accepted = _ACCEPTED_SCALARS[spec.kind]
+        if not spec.shape:
+            if (
+                isinstance(value, list)
+                or not isinstance(value, accepted)
+                or (isinstance(value, bool) and bool not in accepted)
+            ):
+                raise ValidationError(
+                    f"{label} must be a single {_kind_word(spec)} for input {spec.describe()}, "
+                    f"not {_json_type(value)}"
+                )
+        elif not isinstance(value, list):
+            raise ValidationError(
+                f"{label} must be an array for input {spec.describe()}, not {_json_type(value)}"
+            )
+        bad = _first_bad(value, accepted, label)
+        if bad is not None:
+            where, leaf = bad
+            raise ValidationError(
+                f"{where} is {_json_type(leaf)}; input {spec.name} takes {_kind_word(spec)}s"
+            )
+        try:
+            arr = np.array(value, dtype=object if spec.kind == "O" else None)
+        except (ValueError, OverflowError):
+            raise ValidationError(
+                f"{label} is ragged (nested arrays of different lengths); input {spec.describe()}"
+            ) from None
+        if not spec.fits(arr.shape):
+            raise ValidationError(self._shape_message(label, spec, arr.shape))
+        if spec.kind in "iuf":
+            cast = _cast(arr, spec)
+            if cast is None:
+                raise ValidationError(self._range_message(label, spec, arr))
+            return cast
+        return arr.astype(spec.dtype) if spec.kind == "b" else arr
+
+    @staticmethod
+    def _shape_message(label: str, spec: InputSpec, shape: tuple[int, ...]) -> str:
+        if len(spec.shape) == 1 and len(shape) == 1 and spec.shape[0] is not None:
+            return f"{label} has {shape[0]} values; input {spec.name} takes {spec.shape[0]}"
+        got = "[" + ", ".join(map(str, shape)) + "]"
+        return f"{label} has shape {got}; input {spec.describe()}"
+
+    @staticmethod
+    def _range_message(label: str, spec: InputSpec, arr: np.ndarray) -> str:
+        for pos, v in enumerate(arr.reshape(-1).tolist()):
+            if _cast(np.array([v]), spec) is not None:
+                continue
+            where = label + "".join(f"[{k}]" for k in np.unravel_index(pos, arr.shape))
+            if (
+                spec.kind in "iu"
+                and isinstance(v, float)
+                and math.isfinite(v)
+                and not v.is_integer()
+            ):
+                return f"{where} = {v!r} is not an integer; input {spec.name} is {spec.dtype.name}"
+            return f"{where} = {v!r} is out of range for {spec.dtype.name}"
+        return f"{label} does not fit {spec.dtype.name}"  # pragma: no cover
+
+
+def _kind_word(spec: InputSpec) -> str:
+    return {"b": "boolean", "O": "string"}.get(spec.kind, "number")
+
+
+class Encoder:
+    """One prediction event per row, in the SPEC.md section 3 format.
+
+    Outputs are converted to Python lists once per batch (``tolist`` runs in C),
+    so the per-row work is building one small dict and one ``orjson.dumps``.
+    """
+
+    def __init__(self, model_name: str, model_version: str, output_names: Sequence[str]) -> None:
+        self._name = model_name
+        self._version = model_version
+        self._outputs = tuple(output_names)
+
+    def misaligned(self, outputs: Sequence[Any], rows: int) -> str | None:
+        """Why the outputs cannot be split into ``rows`` rows, or None when they can."""
+        for name, value in zip(self._outputs, outputs, strict=True):
+            got = (
+                value.shape[0]
+                if isinstance(value, np.ndarray) and value.ndim
+                else (len(value) if isinstance(value, list) else None)
+            )
+            if got != rows:
+                return f"output {name} is not batch-aligned: {rows} rows in, {got} out"
+        return None
+
+    def encode(
+        self, records: Sequence[SourceRecord], rows: Rows, outputs: Sequence[Any]
+    ) -> list[bytes]:
+        columns = [v.tolist() if isinstance(v, np.ndarray) else list(v) for v in outputs]
+        names, name, version = self._outputs, self._name, self._version
+        dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
+        payloads = []
+        for j, i in enumerate(rows.index):
+            rec = records[i]
+            payloads.append(
+                dumps(
+                    {
+                        "id": rows.ids[j],
+                        "model": name,
+                        "model_version": version,
+                        "outputs": {n: col[j] for n, col in zip(names, columns, strict=True)},
+                        "source": {
+                            "topic": rec.topic(),
+                            "partition": rec.partition(),
+                            "offset": rec.offset(),
+                        },
+                        "event_time_ms": rec.timestamp()[1],
+                    },
+                    option=opt,
+                )
+            )
+        return payloads
+
+
+def _cap(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _ERROR_MESSAGE_CAP else line[: _ERROR_MESSAGE_CAP - 3] + "..."
+
+
+def dead_letter_headers(
+    record: SourceRecord,
+    stage: Stage,
+    error_class: str,
+    message: str,
+    *,
+    group: str,
+    model_version: str,
+    worker: str,
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+) -> Headers:
+    """The original headers plus the ``dlq.*`` ones of SPEC.md section 3.
+
+    A replayed event that fails again must not carry two generations of
+    ``dlq.*`` headers, so stale ones are dropped before the fresh ones go on.
+    """
+    kept = [(k, v) for k, v in (record.headers() or []) if not k.startswith("dlq.")]
+    added = {
+        "dlq.original.topic": record.topic() or "",
+        "dlq.original.partition": str(record.partition()),
+        "dlq.original.offset": str(record.offset()),
+        "dlq.original.timestamp": str(record.timestamp()[1]),
+        "dlq.error.stage": stage,
+        "dlq.error.class": error_class,
+        "dlq.error.message": _cap(message),
+        "dlq.consumer.group": group,
+        "dlq.model.version": model_version,
+        "dlq.worker": worker,
+        "dlq.failed.at": str(now_ms()),
+    }
+    return kept + [(k, v.encode("utf-8")) for k, v in added.items()]
+
+
+def error_class(exc: BaseException) -> str:
+    """The class named in ``dlq.error.class``: the root cause's when one is chained.
+
+    For an inference failure that is onnxruntime's own class (``InvalidArgument``,
+    ``Fail``...), which says more than our wrapper does.
+    """
+    return type(exc.__cause__ or exc).__name__

@@ -1,0 +1,299 @@
+"""Settings: one YAML file, overridden key by key by ``STREAM_INFER_<SECTION>__<KEY>``.
+
+Every section forbids unknown keys, so a typo (``bootstrap_server``) is a
+start-up error that names the key instead of a silently ignored setting. The
+sections render themselves into librdkafka dictionaries, so the rest of the
+code never assembles client configuration by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+from stream_infer.errors import ConfigError
+
+__all__ = [
+    "BatchingSettings",
+    "KafkaSettings",
+    "LoggingSettings",
+    "MetricsSettings",
+    "ModelSettings",
+    "ProcessingSettings",
+    "Settings",
+    "TopicsSettings",
+    "load_settings",
+]
+
+ENV_PREFIX = "STREAM_INFER_"
+ClientProps = dict[str, str | int | float | bool]
+
+# Properties stream-infer owns: letting a file override them would silently
+# void a guarantee (auto-commit commits before the prediction is acknowledged).
+_RESERVED_COMMON = {"bootstrap.servers"}
+_RESERVED_CONSUMER = {
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+}
+_RESERVED_PRODUCER = {"transactional.id", "enable.idempotence"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _check_props(section: str, props: ClientProps, reserved: set[str]) -> ClientProps:
+    for key in props:
+        if key in reserved:
+            raise ValueError(f"'{key}' is managed by stream-infer and cannot be set in {section}")
+    return props
+
+
+class KafkaSettings(_Section):
+    """Where the cluster is and how to talk to it; extra librdkafka properties pass through."""
+
+    bootstrap_servers: str = Field("localhost:9092", min_length=1)
+    group_id: str = Field("stream-infer", min_length=1)
+    consumer: ClientProps = Field(default_factory=dict)
+    producer: ClientProps = Field(default_factory=dict)
+    common: ClientProps = Field(default_factory=dict)
+
+    @field_validator("common")
+    @classmethod
+    def _common(cls, v: ClientProps) -> ClientProps:
+        return _check_props("kafka.common", v, _RESERVED_COMMON)
+
+    @field_validator("consumer")
+    @classmethod
+    def _consumer(cls, v: ClientProps) -> ClientProps:
+        return _check_props("kafka.consumer", v, _RESERVED_CONSUMER | _RESERVED_COMMON)
+
+    @field_validator("producer")
+    @classmethod
+    def _producer(cls, v: ClientProps) -> ClientProps:
+        return _check_props("kafka.producer", v, _RESERVED_PRODUCER | _RESERVED_COMMON)
+
+    def base(self) -> dict[str, Any]:
+        """Properties every client gets: servers plus the shared security settings."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.common}
+
+    def consumer_config(self, client_id: str) -> dict[str, Any]:
+        """The worker's consumer: manual commits, cooperative rebalancing.
+
+        Offsets are committed by the worker itself, and only for work whose
+        outputs the broker acknowledged, so librdkafka must never commit or
+        store on its own.
+        """
+        conf: dict[str, Any] = {
+            **self.base(),
+            "group.id": self.group_id,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+        if str(self.consumer.get("group.protocol", "classic")).lower() == "classic":
+            # KIP-848's 'consumer' protocol assigns on the broker and rejects this key.
+            conf["partition.assignment.strategy"] = "cooperative-sticky"
+        conf.update(self.consumer)
+        return conf
+
+    def producer_config(self, client_id: str) -> dict[str, Any]:
+        """An idempotent producer: retries never duplicate or reorder within a session."""
+        conf: dict[str, Any] = {
+            **self.base(),
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+        conf.update(self.producer)
+        return conf
+
+    def admin_config(self) -> dict[str, Any]:
+        return self.base()
+
+
+class TopicsSettings(_Section):
+    """Which topics the worker reads and writes."""
+
+    inputs: list[str] = Field(default_factory=lambda: ["events"], min_length=1)
+    output: str = Field("predictions", min_length=1)
+    dead_letter: str = Field("events.dlq", min_length=1)
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, v: list[str]) -> list[str]:
+        if any(not name for name in v):
+            raise ValueError("topic names must not be empty")
+        if len(set(v)) != len(v):
+            raise ValueError("input topics are listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _no_loops(self) -> TopicsSettings:
+        # Reading what we write would feed predictions back in as events, forever.
+        for name, label in ((self.output, "output"), (self.dead_letter, "dead_letter")):
+            if name in self.inputs:
+                raise ValueError(f"topics.{label} '{name}' is also an input topic")
+        if self.output == self.dead_letter:
+            raise ValueError("topics.output and topics.dead_letter must differ")
+        return self
+
+
+class ModelSettings(_Section):
+    """The ONNX model and where it runs."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
+
+    path: str = Field("models/demo.onnx", min_length=1)
+    name: str = Field("demo", min_length=1)
+    version: str = Field("1", min_length=1)
+    device: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime's default")
+    warmup: bool = True
+
+
+class BatchingSettings(_Section):
+    """When a micro-batch closes: at ``max_batch_size`` rows or ``max_wait_ms``."""
+
+    max_batch_size: int = Field(512, ge=1, le=100_000)
+    max_wait_ms: int = Field(10, ge=0, le=60_000)
+
+
+class ProcessingSettings(_Section):
+    """Delivery guarantee and the knobs that bound memory and shutdown time."""
+
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    max_in_flight_batches: int = Field(
+        4, ge=1, le=1024, description="batches consumed but not yet acknowledged"
+    )
+    commit_interval_ms: int = Field(1000, ge=0, le=600_000)
+    shutdown_timeout_s: float = Field(25.0, gt=0, le=600)
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+
+class MetricsSettings(_Section):
+    port: int = Field(8000, ge=0, le=65535)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = Field(False, alias="json")
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see SPEC.md section 2 and the README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)  # type: ignore[arg-type]
+    model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)  # type: ignore[arg-type]
+    processing: ProcessingSettings = Field(default_factory=ProcessingSettings)  # type: ignore[arg-type]
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file arrives as init data; environment variables win over it.
+        return (env_settings, init_settings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections, not {type(data).__name__}"
+        )
+    return data
+
+
+def _unknown_env_sections() -> list[str]:
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    bad = []
+    for var in os.environ:
+        upper = var.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in {f"{ENV_PREFIX}CONFIG"}:
+            continue
+        section = upper.split("__", 1)[0]
+        if section not in known:
+            bad.append(var)
+    return sorted(bad)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in err.get("loc", ()))
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        return f"{loc}: unknown key"
+    shown = err.get("input")
+    got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
+    env_var = ENV_PREFIX + "__".join(str(p) for p in err.get("loc", ())).upper()
+    origin = f" [from {env_var}]" if env_var in {k.upper() for k in os.environ} else ""
+    return f"{loc}: {msg}{got}{origin}" if loc else f"{msg}{got}"
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read the file (if any), apply environment overrides, validate everything.
+
+    Raises :class:`ConfigError` with one line that names every offending key,
+    before any connection is attempted.
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
+    unknown = _unknown_env_sections()
+    if unknown:
+        raise ConfigError(f"unknown configuration section in environment: {', '.join(unknown)}")
+    try:
+        return Settings(**data)
+    except SettingsError as exc:
+        # Raised for an override that is not valid JSON where a list or mapping is expected.
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        raise ConfigError(
+            f"invalid environment override for section '{field}': {ENV_PREFIX}{field.upper()}__* "
+            "values for lists and mappings must be JSON"
+        ) from None
+    except ValidationError as exc:
+        where = f" in {path}" if path is not None else ""
+        details = "; ".join(_describe(e) for e in exc.errors())  # type: ignore[arg-type]
+        raise ConfigError(f"invalid configuration{where}: {details}") from None

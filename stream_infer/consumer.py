@@ -1,0 +1,224 @@
+"""The Kafka consumer: subscription, rebalance callbacks, pause/resume and commits.
+
+The worker is told about rebalances through three hooks (assigned, revoked,
+lost) that run inside ``consume`` on the worker's own thread; that is where
+in-flight work is finished and committed before partitions are given away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from stream_infer.errors import CommitError, KafkaClientError, StreamInferError, kafka_error_text
+from stream_infer.logging import get_logger, where
+from stream_infer.offsets import TopicPartition as TP
+
+__all__ = ["InputConsumer", "check_topics"]
+
+log = get_logger("consumer")
+
+PartitionHook = Callable[[list[TP]], None]
+
+# Errors that come back as "messages" and only mean the broker is busy or away.
+_TRANSIENT = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError._PARTITION_EOF,
+}
+
+
+def _tps(partitions: Iterable[TopicPartition]) -> list[TP]:
+    return [(p.topic, p.partition) for p in partitions]
+
+
+class InputConsumer:
+    """One consumer-group member reading every input topic."""
+
+    def __init__(
+        self,
+        conf: dict[str, Any],
+        on_assigned: PartitionHook,
+        on_revoked: PartitionHook,
+        on_lost: PartitionHook,
+    ) -> None:
+        conf = dict(conf)
+        conf.setdefault("logger", get_logger("librdkafka"))
+        conf.setdefault("error_cb", self._on_error)
+        conf["on_commit"] = self._on_commit
+        self._client = Consumer(conf)
+        self._hooks = (on_assigned, on_revoked, on_lost)
+        self.paused = False
+        self.fatal: BaseException | None = None
+        self.commit_failures: list[tuple[list[TP], KafkaError]] = []
+        self.joined = False
+
+    # -- callbacks (run inside consume/poll/close on this thread) ------------
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = KafkaClientError("the consumer hit a fatal error", err)
+            log.error("consumer fatal error: %s", kafka_error_text(err))
+        else:
+            log.warning("consumer: %s", kafka_error_text(err))
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        failed = [p for p in partitions if p.error is not None]
+        if err is not None or failed:
+            cause = err if err is not None else failed[0].error
+            assert cause is not None
+            log.warning("offset commit failed (will retry): %s", kafka_error_text(cause))
+            self.commit_failures.append((_tps(failed or partitions), cause))
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        self.joined = True
+        if partitions and self.paused:
+            consumer.pause(partitions)  # new partitions join the backpressure
+        log.info(
+            "assigned %s",
+            ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing new",
+        )
+        self._hooks[0](_tps(partitions))
+
+    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("revoking %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+        self._hooks[1](_tps(partitions))
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning(
+            "lost %s: uncommitted work there will be redone by its next owner",
+            ", ".join(f"{p.topic}[{p.partition}]" for p in partitions),
+        )
+        self._hooks[2](_tps(partitions))
+
+    # -- the consuming side ---------------------------------------------------
+
+    def subscribe(self, topics: list[str]) -> None:
+        self._client.subscribe(
+            topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost
+        )
+
+    def consume(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to ``max_messages`` records, error events filtered out (and logged)."""
+        msgs = self._client.consume(max_messages, timeout)
+        if not msgs:
+            return msgs
+        good = [m for m in msgs if m.error() is None]
+        if len(good) != len(msgs):
+            for m in msgs:
+                err = m.error()
+                if err is None:
+                    continue
+                if err.fatal():
+                    self.fatal = KafkaClientError("the consumer hit a fatal error", err)
+                level = 20 if err.code() in _TRANSIENT else 40
+                log.log(
+                    level,
+                    "consume %s: %s",
+                    where(m.topic(), m.partition(), m.offset()),
+                    kafka_error_text(err),
+                )
+        return good
+
+    def pause(self) -> None:
+        if not self.paused:
+            self._client.pause(self._client.assignment())
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            self._client.resume(self._client.assignment())
+            self.paused = False
+
+    def commit(self, offsets: dict[TP, int], sync: bool = False) -> None:
+        """Commit explicit positions (the offset of the next record to read)."""
+        if not offsets:
+            return
+        tps = [TopicPartition(t, p, off) for (t, p), off in offsets.items()]
+        try:
+            if sync:
+                result = self._client.commit(offsets=tps, asynchronous=False)
+            else:
+                self._client.commit(offsets=tps, asynchronous=True)
+                return
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() == KafkaError._NO_OFFSET:
+                return
+            raise CommitError("offset commit failed", err) from None
+        if result:
+            failed = [p for p in result if p.error is not None]
+            if failed:
+                raise CommitError(
+                    f"offset commit failed for {failed[0].topic}[{failed[0].partition}]",
+                    failed[0].error,
+                )
+
+    def assignment(self) -> list[TP]:
+        return _tps(self._client.assignment())
+
+    def close(self) -> None:
+        """Leave the group (the final revoke runs the revoke hook first)."""
+        self._client.close()
+
+    @property
+    def client(self) -> Consumer:
+        return self._client
+
+
+def check_topics(
+    admin_conf: dict[str, Any], topics: dict[str, list[str]], timeout: float
+) -> dict[str, int]:
+    """Wait for the cluster, then insist every configured topic exists.
+
+    Returns partitions per input topic. A missing topic is a start-up error
+    that names it and the config key, never an auto-created surprise.
+    """
+    conf = dict(admin_conf)
+    conf.setdefault("logger", get_logger("librdkafka"))
+    admin = AdminClient(conf)
+    servers = conf.get("bootstrap.servers")
+
+    def fetch() -> Any:
+        try:
+            return admin.list_topics(timeout=min(10.0, timeout))
+        except KafkaException as exc:
+            log.warning("Kafka at %s not reachable yet: %s", servers, kafka_error_text(exc.args[0]))
+            raise
+
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception_type(KafkaException),
+            wait=wait_exponential(multiplier=0.5, max=5),
+            stop=stop_after_delay(timeout),
+            reraise=True,
+        ):
+            with attempt:
+                meta = fetch()
+    except KafkaException as exc:
+        raise KafkaClientError(
+            f"cannot reach Kafka at {servers} within {timeout:.0f}s", exc.args[0]
+        ) from None
+    missing = []
+    for key, names in topics.items():
+        for name in names:
+            info = meta.topics.get(name)
+            if info is None or info.error is not None:
+                missing.append(f"{key} '{name}'")
+    if missing:
+        raise StreamInferError(
+            f"topic does not exist: {', '.join(missing)} "
+            "(create it with `stream-infer topics apply`)"
+        )
+    return {name: len(meta.topics[name].partitions) for name in topics.get("topics.inputs", [])}

@@ -1,0 +1,109 @@
+"""What may be committed: per partition, the offset after the last batch that is fully acknowledged.
+
+Batches complete out of order (acknowledgements race, retries come late), so a
+partition's commit position only moves past a batch once that batch and every
+earlier batch holding the same partition are done. The tracker is plain data,
+with no Kafka client in it, so the rule can be tested on its own.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Batch", "OffsetTracker", "TopicPartition"]
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(eq=False, slots=True)
+class Batch:
+    """Consumed records whose outputs are in flight; done once every row is acknowledged.
+
+    Each input row yields exactly one record (its prediction or its dead
+    letter), so the count of rows still waiting is known at birth.
+    """
+
+    seq: int
+    records: Sequence[Any]
+    pending: int = 0
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    dead_letter_headers: dict[int, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pending = len(self.records)
+        for rec in self.records:  # consume order: the last one per partition wins
+            self.positions[(rec.topic(), rec.partition())] = rec.offset()
+
+    @property
+    def done(self) -> bool:
+        return self.pending <= 0
+
+
+class OffsetTracker:
+    """Commit positions for the partitions this worker owns, plus the batches still open."""
+
+    def __init__(self) -> None:
+        self._queues: dict[TopicPartition, deque[tuple[Batch, int]]] = {}
+        self._ready: dict[TopicPartition, int] = {}  # next offset to commit, once earned
+        self._sent: dict[TopicPartition, int] = {}  # last position handed to a commit
+        self._open: deque[Batch] = deque()
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._queues.setdefault(tp, deque())
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop revoked or lost partitions: their open batches still finish, uncommitted."""
+        for tp in partitions:
+            self._queues.pop(tp, None)
+            self._ready.pop(tp, None)
+            self._sent.pop(tp, None)
+
+    @property
+    def owned(self) -> set[TopicPartition]:
+        return set(self._queues)
+
+    def open(self, batch: Batch) -> None:
+        """Track a freshly consumed batch; records of partitions not owned are not tracked."""
+        self._open.append(batch)
+        queues = self._queues
+        for tp, last in batch.positions.items():
+            q = queues.get(tp)
+            if q is not None:
+                q.append((batch, last))
+
+    def in_flight(self) -> int:
+        """Batches consumed but not yet fully acknowledged (what backpressure bounds)."""
+        opened = self._open
+        while opened and opened[0].done:
+            opened.popleft()
+        return sum(1 for b in opened if not b.done)
+
+    def _advance(self) -> None:
+        for tp, q in self._queues.items():
+            last = None
+            while q and q[0][0].done:
+                last = q.popleft()[1]
+            if last is not None:
+                self._ready[tp] = last + 1
+
+    def to_commit(self, only: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Positions earned since the last commit was handed out (all, or just ``only``)."""
+        self._advance()
+        wanted = (
+            self._ready
+            if only is None
+            else {tp: self._ready[tp] for tp in only if tp in self._ready}
+        )
+        return {tp: off for tp, off in wanted.items() if self._sent.get(tp) != off}
+
+    def sent(self, offsets: dict[TopicPartition, int]) -> None:
+        self._sent.update(offsets)
+
+    def failed(self, partitions: Iterable[TopicPartition]) -> None:
+        """A commit did not land: offer these positions again next time."""
+        for tp in partitions:
+            self._sent.pop(tp, None)

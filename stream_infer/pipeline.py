@@ -1,0 +1,149 @@
+"""The inference stage: a thread that runs decoded batches through the model, then produces.
+
+It runs beside the consuming thread so that the next batch is fetched and
+decoded while this one is inferred (onnxruntime releases the GIL), and so the
+consuming thread keeps polling Kafka however slow the model is: a slow batch
+can never push the worker past ``max.poll.interval.ms``.
+
+A batch that fails in onnxruntime is split in halves until the failing rows
+stand alone; only those are dead-lettered. If no row of a group succeeds and a
+known-good input fails too, the session itself is broken: that stops the
+worker instead of dead-lettering every event that passes by.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from stream_infer.codec import Decoded, Encoder, Rows
+from stream_infer.errors import InferenceError
+from stream_infer.logging import get_logger
+from stream_infer.model import Model
+from stream_infer.offsets import Batch
+from stream_infer.producer import Deliveries
+
+__all__ = ["InferenceStage", "split_rows"]
+
+log = get_logger("pipeline")
+
+Done = list[tuple[Rows, list[Any]]]
+Failed = list[tuple[int, InferenceError]]
+
+
+def split_rows(rows: Rows, at: int) -> tuple[Rows, Rows]:
+    feeds = rows.feeds
+    return (
+        Rows(rows.index[:at], rows.ids[:at], {k: v[:at] for k, v in feeds.items()}),
+        Rows(rows.index[at:], rows.ids[at:], {k: v[at:] for k, v in feeds.items()}),
+    )
+
+
+class InferenceStage:
+    def __init__(self, model: Model, encoder: Encoder, deliveries: Deliveries) -> None:
+        self._model = model
+        self._encoder = encoder
+        self._deliveries = deliveries
+        self._queue: queue.SimpleQueue[tuple[Batch, Decoded] | None] = queue.SimpleQueue()
+        self._outstanding = 0
+        self._cond = threading.Condition()
+        self._discard = False
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._loop, name="stream-infer-inference", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, batch: Batch, decoded: Decoded) -> None:
+        with self._cond:
+            self._outstanding += 1
+        self._queue.put((batch, decoded))
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every submitted batch has been produced (not yet acknowledged)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._outstanding == 0 or self.failure is not None, timeout
+            )
+
+    def discard_queued(self) -> None:
+        """Skip batches not started yet: on shutdown they stay uncommitted and are redone."""
+        self._discard = True
+
+    def stop(self, timeout: float) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch, decoded = item
+            try:
+                if not self._discard and self.failure is None:
+                    self._process(batch, decoded)
+            except BaseException as exc:  # the worker loop re-raises it on its own thread
+                log.error("inference stage failed: %s", exc)
+                self.failure = exc
+            finally:
+                with self._cond:
+                    self._outstanding -= 1
+                    self._cond.notify_all()
+
+    def _process(self, batch: Batch, decoded: Decoded) -> None:
+        encoder, deliveries = self._encoder, self._deliveries
+        for rows in decoded.groups:
+            done, failed = self._infer(rows)
+            if failed and not done and not self._model.healthy():
+                raise InferenceError(
+                    f"the model fails on a known-good input as well ({failed[0][1]}); "
+                    "stopping without committing this batch"
+                )
+            for part, outputs in done:
+                deliveries.predictions_for(
+                    batch, part.index, encoder.encode(batch.records, part, outputs)
+                )
+            if failed:
+                log.warning(
+                    "%d of %d rows failed inference on their own", len(failed), len(rows.index)
+                )
+            for i, exc in failed:
+                deliveries.dead_letter(batch, i, "inference", exc)
+
+    def _infer(self, rows: Rows) -> tuple[Done, Failed]:
+        """Run a group; on failure split it until the failing rows stand alone."""
+        done: Done = []
+        failed: Failed = []
+        if self._model.batchable:
+            stack = [rows]
+        else:  # a fixed batch axis of 1: one row per run
+            stack = []
+            rest = rows
+            while len(rest.index) > 1:
+                one, rest = split_rows(rest, 1)
+                stack.append(one)
+            stack.append(rest)
+            stack.reverse()
+        predict, aligned = self._model.predict, self._encoder.misaligned
+        while stack:
+            part = stack.pop()
+            n = len(part.index)
+            try:
+                outputs = predict(part.feeds)
+                problem = aligned(outputs, n)
+                if problem:
+                    raise InferenceError(problem)
+            except InferenceError as exc:
+                if n == 1:
+                    failed.append((part.index[0], exc))
+                    continue
+                left, right = split_rows(part, n // 2)
+                stack.append(right)
+                stack.append(left)  # popped first: rows keep their order
+                continue
+            done.append((part, outputs))
+        return done, failed

@@ -1,0 +1,251 @@
+"""The worker loop: consume, decode, hand to inference, serve acknowledgements, commit.
+
+The loop is the only thread that touches the consumer, and the only one that
+serves delivery reports, so the offset books need no lock. Inference runs on
+its own thread (see ``pipeline``). Committing is at-least-once: a partition's
+offset moves only past rows whose every output the broker acknowledged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from stream_infer.batcher import MicroBatcher
+from stream_infer.codec import Decoder, Encoder
+from stream_infer.config import Settings
+from stream_infer.consumer import InputConsumer, check_topics
+from stream_infer.errors import CommitError, ConfigError
+from stream_infer.logging import get_logger
+from stream_infer.model import Model, load_model
+from stream_infer.offsets import Batch, OffsetTracker, TopicPartition
+from stream_infer.pipeline import InferenceStage
+from stream_infer.producer import Deliveries, OutputProducer
+
+__all__ = ["Worker"]
+
+log = get_logger("worker")
+
+
+class Worker:
+    """One consumer-group member. ``run()`` blocks until ``stop()`` or a fatal error."""
+
+    def __init__(self, settings: Settings, model: Model | None = None) -> None:
+        if settings.processing.guarantee == "exactly_once":
+            raise ConfigError("processing.guarantee: exactly_once is not implemented yet")
+        self.settings = settings
+        self.model = model
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._closing = False
+        self._seq = 0
+        self._last_commit = 0.0
+        self.tracker = OffsetTracker()
+        self.ready = threading.Event()  # model loaded and group joined
+
+    def counts(self) -> tuple[int, int]:
+        """Acknowledged predictions and dead letters so far."""
+        deliveries = getattr(self, "_deliveries", None)
+        if deliveries is None:
+            return 0, 0
+        return deliveries.acked_predictions, deliveries.acked_dead_letters
+
+    def stop(self) -> None:
+        """Ask for a graceful stop: finish the batch in hand, commit, leave the group."""
+        self._stop.set()
+
+    # -- start-up ------------------------------------------------------------
+
+    def _start(self) -> None:
+        s = self.settings
+        if self.model is None:
+            self.model = load_model(s.model, s.batching.max_batch_size)
+        model = self.model
+        check_topics(
+            s.kafka.admin_config(),
+            {
+                "topics.inputs": s.topics.inputs,
+                "topics.output": [s.topics.output],
+                "topics.dead_letter": [s.topics.dead_letter],
+            },
+            timeout=60.0,
+        )
+        client_id = f"stream-infer-{s.processing.worker_id}"
+        self._producer = OutputProducer(s.kafka.producer_config(client_id), self._abort.is_set)
+        self._deliveries = Deliveries(
+            self._producer,
+            s.topics.output,
+            s.topics.dead_letter,
+            s.kafka.group_id,
+            s.model.version,
+            s.processing.worker_id,
+        )
+        encoder = Encoder(s.model.name, s.model.version, model.signature.outputs)
+        self._stage = InferenceStage(model, encoder, self._deliveries)
+        self._stage.start()
+        self._decoder = Decoder(model.signature)
+        self._consumer = InputConsumer(
+            s.kafka.consumer_config(client_id), self._assigned, self._revoked, self._lost
+        )
+        self._consumer.subscribe(s.topics.inputs)
+        self._batcher = MicroBatcher(
+            self._consumer.consume,
+            s.batching.max_batch_size,
+            s.batching.max_wait_ms,
+            self._stop.is_set,
+        )
+        log.info(
+            "worker %s: %s -> %s (dead letters: %s), group %s, model %s v%s on %s, "
+            "batches of <= %d rows / %d ms, %s",
+            s.processing.worker_id,
+            ",".join(s.topics.inputs),
+            s.topics.output,
+            s.topics.dead_letter,
+            s.kafka.group_id,
+            s.model.name,
+            s.model.version,
+            model.provider,
+            s.batching.max_batch_size,
+            s.batching.max_wait_ms,
+            s.processing.guarantee,
+        )
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        self._start()
+        failure: BaseException | None = None
+        try:
+            while not self._stop.is_set():
+                self._raise_fatal()
+                msgs = self._batcher.next_batch()
+                if msgs:
+                    self._submit(msgs)
+                self._deliveries.serve()
+                self._backpressure()
+                self._commit_due()
+            self._raise_fatal()
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self._shutdown(failure)
+
+    def _raise_fatal(self) -> None:
+        for source in (
+            self._stage.failure,
+            self._deliveries.fatal,
+            self._producer.fatal,
+            self._consumer.fatal,
+        ):
+            if source is not None:
+                raise source
+
+    def _submit(self, msgs: list[Any]) -> None:
+        self._seq += 1
+        batch = Batch(self._seq, msgs)
+        self.tracker.open(batch)
+        decoded = self._decoder.decode([m.value() for m in msgs])
+        for i, exc in decoded.rejects:
+            self._deliveries.dead_letter(batch, i, exc.stage, exc, serve=True)
+        if decoded.groups:
+            self._stage.submit(batch, decoded)
+
+    def _backpressure(self) -> None:
+        limit = self.settings.processing.max_in_flight_batches
+        in_flight = self.tracker.in_flight()
+        consumer = self._consumer
+        if in_flight >= limit and not consumer.paused:
+            log.debug("pipeline full (%d batches in flight): pausing consumption", in_flight)
+            consumer.pause()
+        elif consumer.paused and in_flight <= limit // 2:
+            consumer.resume()
+        if consumer.paused:
+            self._deliveries.serve(0.05)  # wait for acknowledgements, not in a busy loop
+
+    def _commit_due(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if (
+            not force
+            and (now - self._last_commit) * 1000 < self.settings.processing.commit_interval_ms
+        ):
+            return
+        self._last_commit = now
+        consumer, tracker = self._consumer, self.tracker
+        while consumer.commit_failures:
+            tracker.failed(consumer.commit_failures.pop()[0])
+        offsets = tracker.to_commit()
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets)
+        except CommitError as exc:
+            log.warning("%s (will retry)", exc)
+            return
+        tracker.sent(offsets)
+
+    # -- rebalance hooks (called inside consume, on this thread) --------------
+
+    def _assigned(self, partitions: list[TopicPartition]) -> None:
+        self.tracker.assign(partitions)
+        self.ready.set()
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        if not self._closing:
+            self._drain(self.settings.processing.shutdown_timeout_s)
+        self._commit_sync(partitions)
+        self.tracker.forget(partitions)
+
+    def _lost(self, partitions: list[TopicPartition]) -> None:
+        self.tracker.forget(partitions)
+
+    def _drain(self, timeout: float) -> None:
+        """Let in-flight batches finish and their outputs be acknowledged."""
+        deadline = time.monotonic() + timeout
+        if not self._stage.wait_idle(timeout):
+            log.warning(
+                "inference still busy after %.0fs; committing what is acknowledged", timeout
+            )
+        left = self._deliveries.flush(max(0.0, deadline - time.monotonic()))
+        if left:
+            log.warning("%d outputs still unacknowledged; their inputs stay uncommitted", left)
+
+    def _commit_sync(self, partitions: list[TopicPartition] | None = None) -> None:
+        offsets = self.tracker.to_commit(partitions)
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets, sync=True)
+            self.tracker.sent(offsets)
+            log.info(
+                "committed %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(offsets.items()))
+            )
+        except CommitError as exc:
+            log.warning("%s; the next owner may redo some work", exc)
+
+    # -- shutdown --------------------------------------------------------------
+
+    def _shutdown(self, failure: BaseException | None) -> None:
+        s = self.settings.processing
+        deadline = time.monotonic() + s.shutdown_timeout_s
+        started = time.monotonic()
+        log.info("stopping%s", f" after error: {failure}" if failure else "")
+        self._stage.discard_queued()  # batches not started stay uncommitted: redone later
+        if failure is None:
+            self._drain(max(0.0, deadline - time.monotonic() - 2.0))
+        else:
+            self._abort.set()
+        self._commit_sync()
+        self._closing = True
+        closer = threading.Thread(
+            target=self._consumer.close, name="stream-infer-close", daemon=True
+        )
+        closer.start()
+        closer.join(max(0.5, deadline - time.monotonic()))
+        if closer.is_alive():
+            log.warning("leaving the group did not finish in time; the group will time us out")
+        self._abort.set()
+        self._stage.stop(1.0)
+        self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+        log.info("stopped in %.1fs", time.monotonic() - started)
