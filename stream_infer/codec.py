@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 _ERROR_MESSAGE_CAP = 1024
+_EXACT_FLOAT_INT = 2.0**53
 Headers = list[tuple[str, str | bytes | None]]
 _ACCEPTED_SCALARS: dict[str, tuple[type, ...]] = {
     "f": (int, float),
@@ -123,11 +124,34 @@ def _cast(arr: np.ndarray, spec: InputSpec) -> np.ndarray | None:
         return out if np.isfinite(out).all() else None
     # Integer input: values must be integral and inside the type's range.
     info = np.iinfo(target)
-    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (np.floor(arr) == arr).all()):
-        return None
-    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+    if not arr.size:
+        return arr.astype(target)
+    if arr.dtype.kind == "f":
+        if not (np.isfinite(arr).all() and (np.floor(arr) == arr).all()):
+            return None
+        # Beyond 2**53 a float64 is not an exact integer any more: a big id
+        # batched with a float elsewhere would silently change. Let the
+        # row-by-row path (which keeps Python ints exact) decide instead.
+        if np.abs(arr).max() >= _EXACT_FLOAT_INT:
+            return None
+    elif arr.min() < info.min or arr.max() > info.max:
         return None
     return arr.astype(target)
+
+
+def _exact_ints(value: Any, spec: InputSpec, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Integers of a row that mixes ints and floats, converted without a float detour."""
+    info = np.iinfo(spec.dtype)
+    exact = []
+    for v in np.array(value, dtype=object).reshape(-1).tolist():
+        if isinstance(v, float):
+            if not (v.is_integer() and abs(v) < _EXACT_FLOAT_INT):
+                return None
+            v = int(v)
+        if not info.min <= v <= info.max:
+            return None
+        exact.append(v)
+    return np.array(exact, dtype=spec.dtype).reshape(shape)
 
 
 def _fast(spec: InputSpec, values: list[Any]) -> np.ndarray | None:
@@ -333,8 +357,10 @@ class Decoder:
             raise ValidationError(self._shape_message(label, spec, arr.shape))
         if spec.kind in "iuf":
             cast = _cast(arr, spec)
+            if cast is None and spec.kind in "iu" and arr.dtype.kind == "f":
+                cast = _exact_ints(value, spec, arr.shape)
             if cast is None:
-                raise ValidationError(self._range_message(label, spec, arr))
+                raise ValidationError(self._range_message(label, spec, value, arr.shape))
             return cast
         return arr.astype(spec.dtype) if spec.kind == "b" else arr
 
@@ -346,18 +372,20 @@ class Decoder:
         return f"{label} has shape {got}; input {spec.describe()}"
 
     @staticmethod
-    def _range_message(label: str, spec: InputSpec, arr: np.ndarray) -> str:
-        for pos, v in enumerate(arr.reshape(-1).tolist()):
-            if _cast(np.array([v]), spec) is not None:
+    def _range_message(label: str, spec: InputSpec, value: Any, shape: tuple[int, ...]) -> str:
+        """Name the first element that does not fit, judged on the JSON value itself."""
+        flat = np.array(value, dtype=object).reshape(-1).tolist()
+        for pos, v in enumerate(flat):
+            one = _exact_ints(v, spec, ()) if spec.kind in "iu" else _cast(np.array(v), spec)
+            if one is not None:
                 continue
-            where = label + "".join(f"[{k}]" for k in np.unravel_index(pos, arr.shape))
-            if (
-                spec.kind in "iu"
-                and isinstance(v, float)
-                and math.isfinite(v)
-                and not v.is_integer()
-            ):
-                return f"{where} = {v!r} is not an integer; input {spec.name} is {spec.dtype.name}"
+            where = label + "".join(f"[{k}]" for k in np.unravel_index(pos, shape))
+            if spec.kind in "iu" and isinstance(v, float) and math.isfinite(v):
+                if not v.is_integer():
+                    kind = spec.dtype.name
+                    return f"{where} = {v!r} is not an integer; input {spec.name} is {kind}"
+                if abs(v) >= _EXACT_FLOAT_INT:
+                    return f"{where} = {v!r} is a float too large to be an exact integer"
             return f"{where} = {v!r} is out of range for {spec.dtype.name}"
         return f"{label} does not fit {spec.dtype.name}"  # pragma: no cover
 

@@ -68,6 +68,7 @@ def train_demo_model(path: str | Path = DEMO_MODEL_PATH) -> float:
     fd, tmp = tempfile.mkstemp(prefix=".demo-", suffix=".onnx", dir=target.parent)
     with os.fdopen(fd, "wb") as fh:
         fh.write(onx.SerializeToString())
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is not a secret
     os.replace(tmp, target)
     return accuracy
 

@@ -89,7 +89,7 @@ def run_dev(
         def feed() -> None:
             conf = {**settings.kafka.base(), **settings.kafka.producer}
             try:
-                produce_events(
+                produced[0] = produce_events(
                     conf,
                     settings.topics.inputs[0],
                     _counted(_with_poison(poison_every), produced),
@@ -134,6 +134,10 @@ def run_dev(
             say("stopping ...")
         stop_producing.set()
         producer_thread.join(35)
+        # Let the worker catch up with what was produced, so the summary adds up.
+        deadline = time.monotonic() + 15
+        while not failure and sum(worker.counts()) < produced[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
         worker.stop()
         worker_thread.join(40)
         if failure:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from stream_infer.batcher import MicroBatcher
@@ -23,9 +24,21 @@ from stream_infer.offsets import Batch, OffsetTracker, TopicPartition
 from stream_infer.pipeline import InferenceStage
 from stream_infer.producer import Deliveries, OutputProducer
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "WorkerStats"]
 
 log = get_logger("worker")
+
+
+@dataclass
+class WorkerStats:
+    """Counters of the loop's own decisions (the metrics server reads these too)."""
+
+    batches: int = 0
+    pauses: int = 0
+    peak_in_flight: int = 0
+    assigned: int = 0
+    revoked: int = 0
+    lost: int = 0
 
 
 class Worker:
@@ -42,6 +55,7 @@ class Worker:
         self._seq = 0
         self._last_commit = 0.0
         self.tracker = OffsetTracker()
+        self.stats = WorkerStats()
         self.ready = threading.Event()  # model loaded and group joined
 
     def counts(self) -> tuple[int, int]:
@@ -144,6 +158,7 @@ class Worker:
 
     def _submit(self, msgs: list[Any]) -> None:
         self._seq += 1
+        self.stats.batches += 1
         batch = Batch(self._seq, msgs)
         self.tracker.open(batch)
         decoded = self._decoder.decode([m.value() for m in msgs])
@@ -155,9 +170,11 @@ class Worker:
     def _backpressure(self) -> None:
         limit = self.settings.processing.max_in_flight_batches
         in_flight = self.tracker.in_flight()
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, in_flight)
         consumer = self._consumer
         if in_flight >= limit and not consumer.paused:
             log.debug("pipeline full (%d batches in flight): pausing consumption", in_flight)
+            self.stats.pauses += 1
             consumer.pause()
         elif consumer.paused and in_flight <= limit // 2:
             consumer.resume()
@@ -188,16 +205,19 @@ class Worker:
     # -- rebalance hooks (called inside consume, on this thread) --------------
 
     def _assigned(self, partitions: list[TopicPartition]) -> None:
+        self.stats.assigned += len(partitions)
         self.tracker.assign(partitions)
         self.ready.set()
 
     def _revoked(self, partitions: list[TopicPartition]) -> None:
+        self.stats.revoked += len(partitions)
         if not self._closing:
             self._drain(self.settings.processing.shutdown_timeout_s)
         self._commit_sync(partitions)
         self.tracker.forget(partitions)
 
     def _lost(self, partitions: list[TopicPartition]) -> None:
+        self.stats.lost += len(partitions)
         self.tracker.forget(partitions)
 
     def _drain(self, timeout: float) -> None:

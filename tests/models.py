@@ -1,0 +1,161 @@
+"""Tiny real ONNX models built with the ``onnx`` helpers, one per behaviour under test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="stream-infer-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def linear(path: Path, n_features: int = 4, n_out: int = 3) -> Path:
+    """scores = x @ W + b (float32), best = argmax(scores): two outputs of different ranks."""
+    rng = np.random.default_rng(7)
+    w = numpy_helper.from_array(rng.normal(size=(n_features, n_out)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.normal(size=(n_out,)).astype(np.float32), "B")
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "B"], ["scores"]),
+        helper.make_node("ArgMax", ["scores"], ["best"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n_features])],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n_out]),
+            helper.make_tensor_value_info("best", TensorProto.INT64, ["batch"]),
+        ],
+        [w, b],
+    )
+    return _save(graph, path)
+
+
+def gather(path: Path, size: int = 10) -> Path:
+    """value = table[idx]: an index outside [-size, size) fails inside onnxruntime, per row."""
+    table = numpy_helper.from_array(np.arange(size, dtype=np.float32) * 10, "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["value"], axis=0)],
+        "gather",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 1])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["batch", 1])],
+        [table],
+    )
+    return _save(graph, path)
+
+
+def multi_input(path: Path) -> Path:
+    """Inputs a: float[3] and b: int64[2, 2] per row; outputs a_sum and b_max."""
+    axes1 = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes1")
+    axes12 = numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes12")
+    nodes = [
+        helper.make_node("ReduceSum", ["a", "axes1"], ["a_sum"], keepdims=0),
+        helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["bf"], ["b_max"], axes=[1, 2], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "multi",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["batch", 2, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("a_sum", TensorProto.FLOAT, ["batch"]),
+            helper.make_tensor_value_info("b_max", TensorProto.FLOAT, ["batch"]),
+        ],
+        [axes1, axes12],
+    )
+    return _save(graph, path)
+
+
+def dynamic_seq(path: Path) -> Path:
+    """seq: float[?] per row (variable length); total = sum over the sequence."""
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["seq", "axes"], ["total"], keepdims=0)],
+        "dynamic",
+        [helper.make_tensor_value_info("seq", TensorProto.FLOAT, ["batch", "length"])],
+        [helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch"])],
+        [axes],
+    )
+    return _save(graph, path)
+
+
+def typed(path: Path, elem: int, name: str = "v", width: int = 3) -> Path:
+    """Identity over one input of the given element type: echoes what was fed."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], ["out"])],
+        "typed",
+        [helper.make_tensor_value_info(name, elem, ["batch", width])],
+        [helper.make_tensor_value_info("out", elem, ["batch", width])],
+    )
+    return _save(graph, path)
+
+
+def fixed_batch(path: Path, batch: int) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
+    )
+    return _save(graph, path)
+
+
+def slow(path: Path, iterations: int, size: int = 384) -> Path:
+    """y = x, after ``iterations`` size x size matrix products that depend on x.
+
+    The products are real work onnxruntime cannot fold away (they depend on
+    the input), so a batch takes as long as the loop does: a slow model that
+    is still a real one.
+    """
+    eye = numpy_helper.from_array(np.eye(size, dtype=np.float32), "eye")
+    shape = numpy_helper.from_array(np.array([size, size], dtype=np.int64), "shape")
+    trip = numpy_helper.from_array(np.array(iterations, dtype=np.int64), "trip")
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["m_in", "eye"], ["m_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_in", TensorProto.FLOAT, [size, size]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_out", TensorProto.FLOAT, [size, size]),
+        ],
+    )
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Expand", ["s", "shape"], ["m0"]),
+        helper.make_node("Loop", ["trip", "cond", "m0"], ["m_final"], body=body),
+        helper.make_node("ReduceMin", ["m_final"], ["lo"], keepdims=0),
+        helper.make_node("Mul", ["lo", "zero"], ["nothing"]),
+        helper.make_node("Add", ["x", "nothing"], ["y"]),
+    ]
+    zero = numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        [eye, shape, trip, cond, zero],
+    )
+    return _save(graph, path)

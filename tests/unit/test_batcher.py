@@ -1,0 +1,62 @@
+"""Batch closing: at size, at the deadline, or at once when no wait is wanted."""
+
+from __future__ import annotations
+
+import time
+
+from stream_infer.batcher import MicroBatcher
+
+
+class _Source:
+    """A consume function over a fixed backlog that honours (n, timeout) like librdkafka."""
+
+    def __init__(self, backlog: int) -> None:
+        self.backlog = list(range(backlog))
+        self.calls: list[tuple[int, float]] = []
+
+    def __call__(self, n: int, timeout: float) -> list[int]:
+        self.calls.append((n, timeout))
+        if len(self.backlog) >= n:
+            out, self.backlog = self.backlog[:n], self.backlog[n:]
+            return out
+        time.sleep(timeout)  # not enough: librdkafka waits out the timeout
+        out, self.backlog = self.backlog, []
+        return out
+
+
+def test_closes_at_max_size_without_waiting() -> None:
+    src = _Source(1000)
+    started = time.monotonic()
+    batch = MicroBatcher(src, max_size=100, max_wait_ms=5000).next_batch()
+    assert batch == list(range(100))
+    assert time.monotonic() - started < 1.0
+
+
+def test_closes_at_the_deadline_with_what_arrived() -> None:
+    src = _Source(7)
+    started = time.monotonic()
+    batch = MicroBatcher(src, max_size=100, max_wait_ms=50).next_batch()
+    elapsed = time.monotonic() - started
+    assert batch == list(range(7))
+    assert 0.04 <= elapsed < 0.5
+    assert all(timeout <= 0.05 + 1e-9 for _, timeout in src.calls)
+
+
+def test_long_waits_are_sliced_so_a_stop_is_noticed() -> None:
+    src = _Source(0)
+    stop = {"now": False}
+
+    def stopping() -> bool:
+        stop["now"] = True  # asked after the first slice
+        return True
+
+    MicroBatcher(src, max_size=10, max_wait_ms=60_000, stopping=stopping).next_batch()
+    assert len(src.calls) == 1 and src.calls[0][1] <= 0.25
+
+
+def test_zero_wait_takes_what_is_there() -> None:
+    src = _Source(30)
+    batch = MicroBatcher(src, max_size=100, max_wait_ms=0).next_batch()
+    assert batch == list(range(30))
+    assert src.calls[0] == (1, 0.1)
+    assert src.calls[1] == (99, 0)

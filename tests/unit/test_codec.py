@@ -1,0 +1,325 @@
+"""Decoding, validation, encoding and the dead-letter envelope, against real model signatures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import pytest
+from onnx import TensorProto
+
+from stream_infer.codec import Decoder, Encoder, Rows, dead_letter_headers, error_class
+from stream_infer.config import ModelSettings
+from stream_infer.errors import DecodeError, InferenceError, ValidationError
+from stream_infer.model import Model, load_model
+
+
+def _model(path: Path) -> Model:
+    return load_model(ModelSettings(path=str(path), warmup=False))
+
+
+def _ev(features: object, **extra: object) -> bytes:
+    return orjson.dumps({"features": features, **extra})
+
+
+@pytest.fixture(scope="module")
+def linear(linear_model: Path) -> Model:
+    return _model(linear_model)
+
+
+GOOD = [0.5, -1.0, 2, 3.25]
+
+
+# Every way one event can be wrong, with the words its dead letter must carry.
+POISON = [
+    pytest.param(None, DecodeError, "tombstone", id="tombstone"),
+    pytest.param(b"", DecodeError, "not valid JSON", id="empty-bytes"),
+    pytest.param(b"\xff\xfe\x00", DecodeError, "not valid JSON", id="not-utf8"),
+    pytest.param(b'{"features": [1, 2', DecodeError, "not valid JSON", id="truncated-json"),
+    pytest.param(b'{"features": [1,2,3,4]} trailing', DecodeError, "not valid JSON", id="trailing"),
+    pytest.param(b"NaN", DecodeError, "not valid JSON", id="nan-literal"),
+    pytest.param(b'{"features": [1e400, 0, 0, 0]}', DecodeError, "not valid JSON", id="json-inf"),
+    pytest.param(b"[1, 2, 3, 4]", ValidationError, "JSON object, not array", id="top-level-array"),
+    pytest.param(b'"text"', ValidationError, "JSON object, not string", id="top-level-string"),
+    pytest.param(b"null", ValidationError, "JSON object, not null", id="top-level-null"),
+    pytest.param(b'{"id": 1}', ValidationError, "'features' is missing", id="no-features"),
+    pytest.param(_ev(None), ValidationError, "'features' is null", id="null-features"),
+    pytest.param(_ev("1,2,3,4"), ValidationError, "must be an array", id="features-string"),
+    pytest.param(_ev(3.0), ValidationError, "must be an array", id="features-scalar"),
+    pytest.param(_ev([1, 2, 3]), ValidationError, "has 3 values; input x takes 4", id="too-short"),
+    pytest.param(_ev([1, 2, 3, 4, 5]), ValidationError, "has 5 values", id="too-long"),
+    pytest.param(_ev([]), ValidationError, "has 0 values", id="empty-array"),
+    pytest.param(_ev([1, None, 3, 4]), ValidationError, "features[1] is null", id="null-value"),
+    pytest.param(
+        _ev([1, "2", 3, 4]), ValidationError, "features[1] is string", id="numeric-string"
+    ),
+    pytest.param(_ev([1, True, 3, 4]), ValidationError, "features[1] is boolean", id="boolean"),
+    pytest.param(_ev([1, [2], 3, 4]), ValidationError, "ragged", id="ragged"),
+    pytest.param(_ev([[1, 2, 3, 4]]), ValidationError, "has shape [1, 4]", id="extra-nesting"),
+    pytest.param(_ev([1, {"v": 2}, 3, 4]), ValidationError, "features[1] is object", id="object"),
+    pytest.param(
+        _ev([1e39, 0, 0, 0]), ValidationError, "out of range for float32", id="f32-overflow"
+    ),
+    pytest.param(_ev({"y": GOOD}), ValidationError, "missing input 'x'", id="wrong-input-name"),
+    pytest.param(_ev({"x": GOOD, "z": 1}), ValidationError, "unknown input 'z'", id="extra-input"),
+    pytest.param(
+        _ev(GOOD, id=1.5), ValidationError, "id must be a string or an integer", id="id-float"
+    ),
+    pytest.param(_ev(GOOD, id=True), ValidationError, "not true", id="id-bool"),
+    pytest.param(_ev(GOOD, id=[1]), ValidationError, "id must be", id="id-array"),
+]
+
+
+@pytest.mark.parametrize(("raw", "kind", "words"), POISON)
+def test_each_poison_is_rejected_alone_with_a_reason(linear: Model, raw, kind, words) -> None:
+    good = _ev(GOOD, id="before")
+    out = Decoder(linear.signature).decode([good, raw, _ev(GOOD, id="after")])
+    assert [i for i, _ in out.rejects] == [1]
+    exc = out.rejects[0][1]
+    assert type(exc) is kind
+    assert words in str(exc)
+    assert [g.index for g in out.groups] == [[0, 2]]
+    assert out.groups[0].ids == ["before", "after"]
+    np.testing.assert_array_equal(
+        out.groups[0].feeds["x"], np.array([GOOD, GOOD], dtype=np.float32)
+    )
+
+
+def test_fast_path_matches_row_by_row(linear: Model) -> None:
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(200, 4)).tolist()
+    events = [_ev(r, id=i) for i, r in enumerate(rows)]
+    clean = Decoder(linear.signature).decode(events)
+    # One poison forces the slow path for the whole batch; the rest must be identical.
+    mixed = Decoder(linear.signature).decode([*events, _ev([1, "x", 2, 3])])
+    assert len(clean.groups) == len(mixed.groups) == 1
+    np.testing.assert_array_equal(clean.groups[0].feeds["x"], mixed.groups[0].feeds["x"])
+    assert clean.groups[0].feeds["x"].dtype == np.float32
+    assert clean.groups[0].ids == list(range(200))
+
+
+def test_bool_hidden_in_a_batch_is_caught_without_dropping_neighbours(linear: Model) -> None:
+    events = [_ev(GOOD, id=i, note="true story") for i in range(5)]
+    events[3] = _ev([1, False, 2, 3], id=3)
+    out = Decoder(linear.signature).decode(events)
+    assert [(i, "boolean" in str(e)) for i, e in out.rejects] == [(3, True)]
+    assert out.groups[0].ids == [0, 1, 2, 4]
+    assert out.groups[0].feeds["x"].shape == (4, 4)
+
+
+def test_integers_and_object_form_are_accepted(linear: Model) -> None:
+    out = Decoder(linear.signature).decode([_ev([1, 2, 3, 4]), _ev({"x": [1, 2, 3, 4]}, id="k")])
+    assert not out.rejects
+    assert out.groups[0].ids == [None, "k"]
+    assert out.groups[0].feeds["x"].tolist() == [[1.0, 2.0, 3.0, 4.0]] * 2
+
+
+def test_multi_input_model(multi_model: Path) -> None:
+    model = _model(multi_model)
+    dec = Decoder(model.signature)
+    good = _ev({"a": [1, 2, 3], "b": [[1, 2], [3, 4]]})
+    out = dec.decode(
+        [
+            good,
+            _ev([1, 2, 3]),  # flat array for a two-input model
+            _ev({"a": [1, 2, 3]}),
+            _ev({"a": [1, 2, 3], "b": [[1, 2], [3, 4.5]]}),  # non-integer for int64
+            _ev({"a": [1, 2, 3], "b": [[1, 2], [3, 2**63]]}),  # beyond int64
+            _ev({"a": [1, 2, 3], "b": [[1, 2, 3], [3, 4]]}),  # ragged
+            _ev({"a": [1, 2, 3], "b": [[1.0, 2.0], [3.0, 4.0]]}),  # integral floats are fine
+        ]
+    )
+    reasons = {i: str(e) for i, e in out.rejects}
+    assert "must be an object keyed by input name (a, b)" in reasons[1]
+    assert "missing input 'b'" in reasons[2]
+    assert "features.b[1][1] = 4.5 is not an integer" in reasons[3]
+    assert "out of range for int64" in reasons[4]
+    assert "ragged" in reasons[5]
+    assert len(out.groups) == 1
+    assert out.groups[0].index == [0, 6]
+    assert out.groups[0].feeds["b"].dtype == np.int64
+    assert out.groups[0].feeds["b"].tolist() == [[[1, 2], [3, 4]]] * 2
+
+
+def test_big_integers_stay_exact_next_to_floats(multi_model: Path) -> None:
+    model = _model(multi_model)
+    big = 2**60 + 1  # not representable as float64
+    out = Decoder(model.signature).decode(
+        [
+            _ev({"a": [1, 2, 3], "b": [[1.0, 2.0], [3.0, 4.0]]}),
+            _ev({"a": [1, 2, 3], "b": [[big, 2], [3, 4]]}),
+            _ev({"a": [1, 2, 3], "b": [[1.0, big], [3, 4]]}),  # mixed inside one row
+            _ev({"a": [1, 2, 3], "b": [[1, 2], [3, 2.0**60]]}),  # a float that large is not exact
+        ]
+    )
+    reasons = {i: str(e) for i, e in out.rejects}
+    assert list(reasons) == [3]
+    assert "too large to be an exact integer" in reasons[3]
+    b = out.groups[0].feeds["b"]
+    assert b[1][0][0] == big and b[2][0][1] == big
+
+
+def test_dynamic_axis_groups_rows_by_length(dynamic_model: Path) -> None:
+    model = _model(dynamic_model)
+    out = Decoder(model.signature).decode(
+        [_ev([1, 2]), _ev([1, 2, 3]), _ev([5, 5]), _ev([[1]]), _ev([7, 7, 7])]
+    )
+    assert [i for i, _ in out.rejects] == [3]
+    shapes = {tuple(g.index): g.feeds["seq"].shape for g in out.groups}
+    assert shapes == {(0, 2): (2, 2), (1, 4): (2, 3)}
+
+
+@pytest.mark.parametrize(
+    ("elem", "good", "bad", "words"),
+    [
+        (TensorProto.BOOL, [True, False, True], [1, 0, 1], "is number; input v takes booleans"),
+        (TensorProto.STRING, ["a", "b", "c"], ["a", 1, "c"], "is number; input v takes strings"),
+        (TensorProto.INT8, [1, -2, 127], [1, 2, 128], "out of range for int8"),
+        (TensorProto.UINT8, [0, 1, 255], [0, -1, 2], "out of range for uint8"),
+        (TensorProto.FLOAT16, [1.5, 2, 65504], [1, 2, 70000], "out of range for float16"),
+        (TensorProto.DOUBLE, [1e300, 2, 3], [1, None, 3], "features[1] is null"),
+    ],
+)
+def test_input_types(make_model, elem, good, bad, words) -> None:
+    model = _model(make_model("typed", elem))
+    out = Decoder(model.signature).decode([_ev(good), _ev(bad)])
+    assert [i for i, _ in out.rejects] == [1]
+    assert words in str(out.rejects[0][1])
+    fed = out.groups[0].feeds["v"]
+    assert fed.dtype == model.signature.inputs[0].dtype
+    result = model.predict(out.groups[0].feeds)[0]
+    assert result[0].tolist() == good
+
+
+class _Rec:
+    """Stands in for a consumed record where the codec only reads fields."""
+
+    def __init__(self, offset: int, headers: list | None = None) -> None:
+        self._offset = offset
+        self._headers = headers
+
+    def topic(self) -> str:
+        return "events"
+
+    def partition(self) -> int:
+        return 2
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_764_000_000_000 + self._offset)
+
+    def key(self) -> bytes:
+        return b"k%d" % self._offset
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def headers(self) -> list | None:
+        return self._headers
+
+
+def test_predictions_match_onnxruntime_row_alone(linear: Model, linear_model: Path) -> None:
+    rng = np.random.default_rng(11)
+    rows = rng.normal(size=(64, 4)).astype(np.float32)
+    decoded = Decoder(linear.signature).decode([_ev(r.tolist(), id=i) for i, r in enumerate(rows)])
+    group = decoded.groups[0]
+    outputs = linear.predict(group.feeds)
+    records = [_Rec(100 + i) for i in range(64)]
+    payloads = Encoder("lin", "7", linear.signature.outputs).encode(records, group, outputs)
+    alone = ort.InferenceSession(str(linear_model), providers=["CPUExecutionProvider"])
+    for i, payload in enumerate(payloads):
+        doc = orjson.loads(payload)
+        scores, best = alone.run(None, {"x": rows[i : i + 1]})
+        np.testing.assert_allclose(doc["outputs"]["scores"], scores[0], rtol=1e-5, atol=1e-6)
+        assert doc["outputs"]["best"] == int(best[0])
+        assert doc["id"] == i
+        assert doc["model"] == "lin" and doc["model_version"] == "7"
+        assert doc["source"] == {"topic": "events", "partition": 2, "offset": 100 + i}
+        assert doc["event_time_ms"] == 1_764_000_000_100 + i
+        assert set(doc) == {"id", "model", "model_version", "outputs", "source", "event_time_ms"}
+
+
+def test_misaligned_outputs_are_reported() -> None:
+    enc = Encoder("m", "1", ["a", "b"])
+    assert enc.misaligned([np.zeros((3, 2)), [1, 2, 3]], 3) is None
+    assert "output a is not batch-aligned: 3 rows in, 1 out" in str(
+        enc.misaligned([np.zeros((1, 2)), [1, 2, 3]], 3)
+    )
+    assert "output b" in str(enc.misaligned([np.zeros((3,)), np.float32(1.0)], 3))
+
+
+def test_dead_letter_headers_keep_originals_and_replace_stale_dlq_headers() -> None:
+    rec = _Rec(42, headers=[("trace", b"abc"), ("dlq.error.stage", b"old"), ("empty", None)])
+    headers = dead_letter_headers(
+        rec,
+        "validate",
+        "ValidationError",
+        "bad\nthing " + "x" * 5000,
+        group="g1",
+        model_version="3",
+        worker="w-1",
+        now_ms=lambda: 123,
+    )
+    names = [k for k, _ in headers]
+    assert names[:2] == ["trace", "empty"]
+    assert names.count("dlq.error.stage") == 1
+    got = dict(headers)
+    assert got["trace"] == b"abc" and got["empty"] is None
+    expected = {
+        "dlq.original.topic": b"events",
+        "dlq.original.partition": b"2",
+        "dlq.original.offset": b"42",
+        "dlq.original.timestamp": b"1764000000042",
+        "dlq.error.stage": b"validate",
+        "dlq.error.class": b"ValidationError",
+        "dlq.consumer.group": b"g1",
+        "dlq.model.version": b"3",
+        "dlq.worker": b"w-1",
+        "dlq.failed.at": b"123",
+    }
+    for key, value in expected.items():
+        assert got[key] == value, key
+    message = got["dlq.error.message"].decode()
+    assert message.startswith("bad thing xxx") and "\n" not in message
+    assert len(message) == 1024 and message.endswith("...")
+
+
+def test_error_class_names_the_root_cause() -> None:
+    wrapped = InferenceError("wrapped")
+    wrapped.__cause__ = KeyError("inner")
+    assert error_class(wrapped) == "KeyError"
+    assert error_class(ValidationError("x")) == "ValidationError"
+
+
+def test_rows_keep_their_batch_positions(linear: Model) -> None:
+    out = Decoder(linear.signature).decode([b"x", _ev(GOOD, id="a"), b"y", _ev(GOOD, id="b")])
+    assert isinstance(out.groups[0], Rows)
+    assert out.groups[0].index == [1, 3]
+    assert out.accepted == 2
+
+
+def test_sequence_outputs_are_written_per_row(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    clf = LogisticRegression(max_iter=500).fit(x, y)
+    path = tmp_path / "zipmap.onnx"
+    path.write_bytes(to_onnx(clf, x[:1].astype(np.float32)).SerializeToString())  # ZipMap on
+    model = _model(path)
+    decoded = Decoder(model.signature).decode([_ev(row.tolist()) for row in x[:3]])
+    outputs = model.predict(decoded.groups[0].feeds)
+    payloads = Encoder("iris", "1", model.signature.outputs).encode(
+        [_Rec(i) for i in range(3)], decoded.groups[0], outputs
+    )
+    for i, payload in enumerate(payloads):
+        doc = orjson.loads(payload)["outputs"]
+        assert doc["output_label"] == int(outputs[0][i])
+        proba = doc["output_probability"]
+        assert set(proba) == {"0", "1", "2"}  # map keys become JSON strings
+        assert proba["0"] == pytest.approx(outputs[1][i][0])

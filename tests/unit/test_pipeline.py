@@ -1,0 +1,83 @@
+"""Narrowing an inference failure down to the rows that cause it (real onnxruntime errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from stream_infer.codec import Decoder, Encoder
+from stream_infer.config import ModelSettings
+from stream_infer.errors import InferenceError
+from stream_infer.model import load_model
+from stream_infer.offsets import Batch
+from stream_infer.pipeline import InferenceStage, split_rows
+
+
+def _stage(path: Path, warmup: bool = True) -> tuple[InferenceStage, Decoder]:
+    model = load_model(ModelSettings(path=str(path), warmup=warmup), warmup_rows=4)
+    enc = Encoder("m", "1", model.signature.outputs)
+    return InferenceStage(model, enc, deliveries=None), Decoder(model.signature)  # type: ignore[arg-type]
+
+
+def _idx(*values: int) -> list[bytes]:
+    return [orjson.dumps({"id": i, "features": [v]}) for i, v in enumerate(values)]
+
+
+def test_bad_rows_are_isolated_and_good_rows_keep_their_order(gather_model: Path) -> None:
+    stage, dec = _stage(gather_model)
+    values = [1, 2, 99, 3, 4, 5, -50, 6, 7]
+    rows = dec.decode(_idx(*values)).groups[0]
+    done, failed = stage._infer(rows)
+    assert sorted(i for i, _ in failed) == [2, 6]
+    assert all("out of data bounds" in str(e) for _, e in failed)
+    assert all(type(e.__cause__).__name__ == "InvalidArgument" for _, e in failed)
+    produced = [i for part, _ in done for i in part.index]
+    assert produced == [0, 1, 3, 4, 5, 7, 8]
+    for part, outputs in done:
+        expected = [[values[i] * 10.0] for i in part.index]
+        assert outputs[0].tolist() == expected
+
+
+def test_runs_needed_grow_with_bad_rows_not_batch_size(gather_model: Path) -> None:
+    stage, dec = _stage(gather_model)
+    calls = {"n": 0}
+    real = stage._model.predict
+
+    def counting(feeds):
+        calls["n"] += 1
+        return real(feeds)
+
+    stage._model.predict = counting  # type: ignore[method-assign]
+    values = [1] * 511 + [42]
+    stage._infer(dec.decode(_idx(*values)).groups[0])
+    assert calls["n"] <= 2 * 10 + 1  # a binary search, not 512 single runs
+
+
+def test_fixed_batch_of_one_runs_every_row_alone(make_model) -> None:
+    stage, dec = _stage(make_model("fixed_batch", 1))
+    events = [orjson.dumps({"features": [i, -i, i]}) for i in range(5)]
+    done, failed = stage._infer(dec.decode(events).groups[0])
+    assert not failed
+    assert [part.index for part, _ in done] == [[0], [1], [2], [3], [4]]
+    assert [out[0].tolist() for _, out in done] == [[[i, 0, i]] for i in range(5)]
+
+
+def test_a_broken_session_stops_the_worker_instead_of_dead_lettering(gather_model: Path) -> None:
+    stage, dec = _stage(gather_model)
+    # Make the known-good probe fail, as a lost GPU or corrupted session would.
+    stage._model._probe_feed = {"idx": np.array([[99]], dtype=np.int64)}
+    decoded = dec.decode(_idx(50, 60))
+    with pytest.raises(InferenceError, match="known-good input as well"):
+        stage._process(Batch(1, []), decoded)
+
+
+def test_split_rows_keeps_everything_aligned(linear_model: Path) -> None:
+    _, dec = _stage(linear_model)
+    rows = dec.decode([orjson.dumps({"id": i, "features": [i] * 4}) for i in range(5)]).groups[0]
+    left, right = split_rows(rows, 2)
+    assert (left.index, left.ids) == ([0, 1], [0, 1])
+    assert (right.index, right.ids) == ([2, 3, 4], [2, 3, 4])
+    assert right.feeds["x"][:, 0].tolist() == [2.0, 3.0, 4.0]
