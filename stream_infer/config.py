@@ -248,16 +248,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Variables of the prefix that are not configuration: the tooling's own.
+_TOOL_VARIABLES = {"CONFIG", "CACHE_DIR", "BROKER_HEAP"}
+
+
 def _unknown_env_sections() -> list[str]:
-    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    """``STREAM_INFER_*`` variables that name no section: typos that would be ignored."""
+    known = {name.upper() for name in Settings.model_fields}
     bad = []
     for var in os.environ:
         upper = var.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in {f"{ENV_PREFIX}CONFIG"}:
+        if not upper.startswith(ENV_PREFIX):
             continue
-        section = upper.split("__", 1)[0]
-        if section not in known:
-            bad.append(var)
+        rest = upper[len(ENV_PREFIX) :]
+        section = rest.split("__", 1)[0]
+        if section in known or ("__" not in rest and rest in _TOOL_VARIABLES):
+            continue
+        bad.append(var)
     return sorted(bad)
 
 

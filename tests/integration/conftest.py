@@ -1,6 +1,6 @@
 """A real Kafka broker for the session, and factories for topics, settings, workers and records.
 
-The broker is the one ``scripts/test`` started (``STREAM_INFER_TEST_BOOTSTRAP``)
+The broker is the one ``scripts/test`` started (``KAFKA_TEST_BOOTSTRAP``)
 or, when pytest runs on its own, one this fixture starts with the same
 launcher as ``stream-infer broker start``. A broker that cannot start fails
 the run: integration tests never skip for want of Kafka.
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("STREAM_INFER_TEST_BOOTSTRAP")
+    external = os.environ.get("KAFKA_TEST_BOOTSTRAP")
     if external:
         yield external
         return

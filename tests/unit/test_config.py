@@ -148,3 +148,13 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_kip848_protocol_drops_the_assignor() -> None:
     s = Settings(kafka={"consumer": {"group.protocol": "consumer"}})  # type: ignore[arg-type]
     assert "partition.assignment.strategy" not in s.kafka.consumer_config("c")
+
+
+def test_tool_variables_are_not_mistaken_for_sections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_INFER_CACHE_DIR", "/tmp/x")
+    monkeypatch.setenv("STREAM_INFER_BROKER_HEAP", "1g")
+    monkeypatch.setenv("STREAM_INFER_METRICS__PORT", "9100")
+    assert load_settings().metrics.port == 9100
+    monkeypatch.setenv("STREAM_INFER_CACHE_DIR__X", "1")
+    with pytest.raises(ConfigError, match="STREAM_INFER_CACHE_DIR__X"):
+        load_settings()
