@@ -94,25 +94,37 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else f"a long {_json_type(value)}"
 
 
-def _first_bad(value: Any, accepted: tuple[type, ...], path: str) -> tuple[str, Any] | None:
-    """The first leaf that is not an accepted scalar, with its JSON path."""
-    if isinstance(value, list):
-        for pos, item in enumerate(value):
-            found = _first_bad(item, accepted, f"{path}[{pos}]")
-            if found is not None:
-                return found
-        return None
-    if isinstance(value, bool) and bool not in accepted:
-        return path, value
-    if not isinstance(value, accepted):
-        return path, value
+def _first_bad(
+    value: Any, accepted: tuple[type, ...], path: str, depth: int
+) -> tuple[str, Any] | None:
+    """The first leaf that is not an accepted scalar (or nests past ``depth``), with its path.
+
+    Iterative, with the nesting capped by the input's rank: an event nested a
+    thousand levels deep must not hit Python's recursion limit.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where_, level = stack.pop()
+        if isinstance(item, list):
+            if level >= depth:
+                return where_, item
+            stack.extend(
+                (v, f"{where_}[{p}]", level + 1) for p, v in reversed(list(enumerate(item)))
+            )
+        elif (isinstance(item, bool) and bool not in accepted) or not isinstance(item, accepted):
+            return where_, item
     return None
 
 
 def _has_bool(value: Any) -> bool:
-    if isinstance(value, list):
-        return any(_has_bool(item) for item in value)
-    return isinstance(value, bool)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool):
+            return True
+    return False
 
 
 def _cast(arr: np.ndarray, spec: InputSpec) -> np.ndarray | None:
@@ -184,6 +196,28 @@ class Decoder:
         self._known = set(self._names)
 
     def decode(self, values: Sequence[bytes | str | None]) -> Decoded:
+        """Decode a batch; whatever goes wrong is pinned on the event that caused it.
+
+        The per-event checks below are meant to catch everything, but should an
+        event still provoke an exception, the batch is decoded again one event
+        at a time so that only that event is dead-lettered (never a crash loop).
+        """
+        try:
+            return self._decode(values)
+        except Exception:
+            out = Decoded()
+            for i, raw in enumerate(values):
+                try:
+                    one = self._decode([raw])
+                except Exception as exc:
+                    why = f"event cannot be decoded: {type(exc).__name__}: {exc}"
+                    out.rejects.append((i, DecodeError(why)))
+                    continue
+                out.rejects.extend((i, e) for _, e in one.rejects)
+                out.groups.extend(Rows([i], g.ids, g.feeds) for g in one.groups)
+            return out
+
+    def _decode(self, values: Sequence[bytes | str | None]) -> Decoded:
         out = Decoded()
         rejects = out.rejects
         index: list[int] = []
@@ -236,7 +270,11 @@ class Decoder:
                     )
                 )
                 continue
-            if self._numeric and (b"true" in raw or b"false" in raw):
+            if self._numeric and (
+                (b"true" in raw or b"false" in raw)
+                if type(raw) is bytes
+                else ("true" in raw or "false" in raw)
+            ):
                 suspicious.append(len(index))
             index.append(i)
             ids.append(ident)
@@ -270,7 +308,10 @@ class Decoder:
         if all(a is not None for a in arrays):
             keep = None
             if suspicious:
-                bad = [r for r in suspicious if any(_has_bool(col[r]) for col in columns)]
+                numeric = [
+                    c for spec, c in zip(self._specs, columns, strict=True) if spec.kind in "iuf"
+                ]
+                bad = [r for r in suspicious if any(_has_bool(col[r]) for col in numeric)]
                 for r in bad:
                     out.rejects.append((index[r], self._row_error(r, columns)))
                 if bad:
@@ -302,6 +343,10 @@ class Decoder:
                 ]
             except ValidationError as exc:
                 out.rejects.append((i, exc))
+                continue
+            except Exception as exc:  # whatever else one event can provoke stays with it
+                why = f"features cannot be read: {type(exc).__name__}: {exc}"
+                out.rejects.append((i, ValidationError(why)))
                 continue
             key = tuple(a.shape for a in row)
             g_index, g_ids, g_cols = groups.setdefault(key, ([], [], [[] for _ in self._specs]))
@@ -341,18 +386,26 @@ class Decoder:
             raise ValidationError(
                 f"{label} must be an array for input {spec.describe()}, not {_json_type(value)}"
             )
-        bad = _first_bad(value, accepted, label)
+        bad = _first_bad(value, accepted, label, depth=len(spec.shape))
         if bad is not None:
             where, leaf = bad
+            if isinstance(leaf, list):
+                raise ValidationError(
+                    f"{label} is nested too deeply for input {spec.describe()} "
+                    f"({where} is an array)"
+                )
             raise ValidationError(
                 f"{where} is {_json_type(leaf)}; input {spec.name} takes {_kind_word(spec)}s"
             )
+        ragged = ValidationError(
+            f"{label} is ragged (nested arrays of different lengths); input {spec.describe()}"
+        )
         try:
             arr = np.array(value, dtype=object if spec.kind == "O" else None)
         except (ValueError, OverflowError):
-            raise ValidationError(
-                f"{label} is ragged (nested arrays of different lengths); input {spec.describe()}"
-            ) from None
+            raise ragged from None
+        if spec.kind == "O" and not all(type(v) is str for v in arr.reshape(-1).tolist()):
+            raise ragged  # an object array of lists: numpy does not complain for those
         if not spec.fits(arr.shape):
             raise ValidationError(self._shape_message(label, spec, arr.shape))
         if spec.kind in "iuf":

@@ -43,6 +43,9 @@ _RESERVED_CONSUMER = {
     "enable.auto.commit",
     "enable.auto.offset.store",
     "enable.partition.eof",
+    # Rebalances are handled incrementally (cooperative-sticky, or KIP-848's
+    # group.protocol=consumer); an eager assignor would break that.
+    "partition.assignment.strategy",
 }
 _RESERVED_PRODUCER = {"transactional.id", "enable.idempotence"}
 
@@ -117,6 +120,9 @@ class KafkaSettings(_Section):
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
+            # Room for a dead letter of the largest input Kafka accepts by default
+            # (1 MiB plus headers); the topic's max.message.bytes is the real gate.
+            "message.max.bytes": 4 * 1024 * 1024,
         }
         conf.update(self.producer)
         return conf

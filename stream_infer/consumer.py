@@ -38,6 +38,12 @@ _TRANSIENT = {
 }
 
 
+_COMMIT_FATAL = {
+    KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.INVALID_GROUP_ID, KafkaError.OFFSET_METADATA_TOO_LARGE,
+}  # fmt: skip
+
+
 def _tps(partitions: Iterable[TopicPartition]) -> list[TP]:
     return [(p.topic, p.partition) for p in partitions]
 
@@ -62,6 +68,10 @@ class InputConsumer:
         self.fatal: BaseException | None = None
         self.commit_failures: list[tuple[list[TP], KafkaError]] = []
         self.joined = False
+        # Every assign/revoke/lost bumps the serial; revokes are logged with it so the
+        # batcher can drop records it fetched before their partition changed hands.
+        self._serial = 0
+        self._revocations: list[tuple[int, set[TP]]] = []
 
     # -- callbacks (run inside consume/poll/close on this thread) ------------
 
@@ -74,13 +84,40 @@ class InputConsumer:
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         failed = [p for p in partitions if p.error is not None]
-        if err is not None or failed:
-            cause = err if err is not None else failed[0].error
-            assert cause is not None
-            log.warning("offset commit failed (will retry): %s", kafka_error_text(cause))
-            self.commit_failures.append((_tps(failed or partitions), cause))
+        if err is None and not failed:
+            return
+        cause = err if err is not None else failed[0].error
+        assert cause is not None
+        if cause.code() == KafkaError._NO_OFFSET:
+            return
+        if cause.fatal() or cause.code() in _COMMIT_FATAL:
+            # Nothing would ever be committed: every restart would redo everything.
+            self.fatal = CommitError("offsets cannot be committed", cause)
+            log.error("offset commit failed for good: %s", kafka_error_text(cause))
+            return
+        log.warning("offset commit failed (will retry): %s", kafka_error_text(cause))
+        self.commit_failures.append((_tps(failed or partitions), cause))
+
+    def _bump(self, revoked: list[TopicPartition] | None = None) -> None:
+        self._serial += 1
+        if revoked:
+            self._revocations.append((self._serial, set(_tps(revoked))))
+            del self._revocations[:-64]  # a batch spans a few rebalances at most
+
+    def rebalances(self) -> int:
+        """A serial that changes with every assignment change."""
+        return self._serial
+
+    def revoked_since(self, serial: int) -> set[TP]:
+        """Partitions revoked or lost after ``serial`` was read."""
+        out: set[TP] = set()
+        for when, tps in self._revocations:
+            if when > serial:
+                out |= tps
+        return out
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._bump()
         consumer.incremental_assign(partitions)
         self.joined = True
         if partitions and self.paused:
@@ -93,6 +130,7 @@ class InputConsumer:
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("revoking %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+        self._bump(partitions)
         self._hooks[1](_tps(partitions))
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -100,6 +138,7 @@ class InputConsumer:
             "lost %s: uncommitted work there will be redone by its next owner",
             ", ".join(f"{p.topic}[{p.partition}]" for p in partitions),
         )
+        self._bump(partitions)
         self._hooks[2](_tps(partitions))
 
     # -- the consuming side ---------------------------------------------------

@@ -6,9 +6,10 @@ consuming thread keeps polling Kafka however slow the model is: a slow batch
 can never push the worker past ``max.poll.interval.ms``.
 
 A batch that fails in onnxruntime is split in halves until the failing rows
-stand alone; only those are dead-lettered. If no row of a group succeeds and a
-known-good input fails too, the session itself is broken: that stops the
-worker instead of dead-lettering every event that passes by.
+stand alone; a row that fails alone is tried once more, then dead-lettered.
+Before any row is dead-lettered the known-good warm-up input is run: if that
+fails too, the session itself is broken, and the worker stops instead of
+dead-lettering every event that passes by.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class InferenceStage:
         encoder, deliveries = self._encoder, self._deliveries
         for rows in decoded.groups:
             done, failed = self._infer(rows)
-            if failed and not done and not self._model.healthy():
+            if failed and not self._model.healthy():
                 raise InferenceError(
                     f"the model fails on a known-good input as well ({failed[0][1]}); "
                     "stopping without committing this batch"
@@ -139,6 +140,14 @@ class InferenceStage:
                     raise InferenceError(problem)
             except InferenceError as exc:
                 if n == 1:
+                    # One more try alone: a transient device error must not cost a good row.
+                    try:
+                        outputs = predict(part.feeds)
+                        if aligned(outputs, 1) is None:
+                            done.append((part, outputs))
+                            continue
+                    except InferenceError:
+                        pass
                     failed.append((part.index[0], exc))
                     continue
                 left, right = split_rows(part, n // 2)

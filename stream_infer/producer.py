@@ -5,24 +5,29 @@ batch and row. A success counts the row as acknowledged; a failure is sorted
 here into one of three fates:
 
 - *retry*: the broker is away or slow (timeouts, leader changes): produce the
-  same record again, for as long as it takes;
-- *reject*: this record can never be written (too large): a prediction is
-  replaced by a dead letter with stage ``produce``;
-- *fatal*: configuration or a fenced/fatal producer: stop the worker without
-  committing, so that a restart redoes the work.
+  same record again after a backoff, for as long as it takes;
+- *reject*: this record can never be written as it is (too large, refused by a
+  broker policy): a prediction is replaced by a dead letter with stage
+  ``produce``; a dead letter too large for its topic is replaced by a stub
+  that keeps the headers and points at the original;
+- *fatal*: configuration, authorization or a fatal producer error: stop the
+  worker without committing, so that a restart redoes the work.
 
+Nothing blocks on a full librdkafka queue: a record that does not fit waits in
+a backlog that the polling thread drains as deliveries free space, and the
+number of batches in flight (hence the backlog) is bounded by backpressure.
 Nothing is dropped: a row leaves the books only by an acknowledgement.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from stream_infer.codec import Headers, SourceRecord, dead_letter_headers, error_class
 from stream_infer.errors import ProduceError, Stage, kafka_error_text
@@ -35,49 +40,47 @@ log = get_logger("producer")
 
 Verdict = Literal["retry", "reject", "fatal"]
 
-_REJECT = {
-    KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.INVALID_RECORD,
-    KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.INVALID_MSG,
-    KafkaError.INVALID_MSG_SIZE,
-}
 _FATAL = {
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_TOPIC,
-    KafkaError._INVALID_ARG,
-    KafkaError.INVALID_REQUIRED_ACKS,
-    KafkaError.PRODUCER_FENCED,
-    KafkaError._FENCED,
-    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC, KafkaError._INVALID_ARG, KafkaError.INVALID_REQUIRED_ACKS,
+    KafkaError.PRODUCER_FENCED, KafkaError._FENCED, KafkaError.SASL_AUTHENTICATION_FAILED,
     KafkaError._AUTHENTICATION,
-}
+}  # fmt: skip
+# librdkafka does not flag all of these as retriable (a delivery timeout is
+# not), but each only says the broker was away or busy, not that the record is bad.
+_TRANSIENT = {
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TIMED_OUT_QUEUE,
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.BROKER_NOT_AVAILABLE, KafkaError.NETWORK_EXCEPTION, KafkaError.KAFKA_STORAGE_ERROR,
+    KafkaError.THROTTLING_QUOTA_EXCEEDED, KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT,
+    KafkaError._QUEUE_FULL,
+}  # fmt: skip
+_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
+_RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+_STUB_VALUE_BYTES = 1024
 
 
 def verdict(err: KafkaError) -> Verdict:
     """What to do about a failed delivery (see the module docstring)."""
-    if err.fatal():
-        return "fatal"
     code = err.code()
-    if code in _REJECT:
-        return "reject"
-    if code in _FATAL:
+    if err.fatal() or code in _FATAL:
         return "fatal"
-    return "retry"
+    if err.retriable() or code in _TRANSIENT:
+        return "retry"
+    return "reject"
 
 
 class OutputProducer:
-    """The Kafka producer, with 'queue full' handled by waiting instead of failing."""
+    """The Kafka producer client, with its error callback turned into state."""
 
-    def __init__(self, conf: dict[str, Any], stopping: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, conf: dict[str, Any]) -> None:
         self._conf = dict(conf)
         self._conf.setdefault("logger", get_logger("librdkafka"))
         self._conf.setdefault("error_cb", self._on_error)
         self._client = Producer(self._conf)
-        self._stopping = stopping
         self.fatal: BaseException | None = None
 
     def _on_error(self, err: KafkaError) -> None:
@@ -96,31 +99,9 @@ class OutputProducer:
         key: bytes | str | None,
         on_delivery: Callable[[KafkaError | None, Any], None],
         headers: Headers | None = None,
-        serve: bool = False,
     ) -> None:
-        """Enqueue one record, waiting while librdkafka's queue is full.
-
-        ``serve=True`` (the consuming thread only) serves delivery reports
-        while it waits, which is what frees the queue; other threads just wait
-        for that thread to do so. Raises ``KafkaException`` for records that
-        can never be sent (larger than ``message.max.bytes``).
-        """
-        client = self._client
-        try:
-            client.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
-            return
-        except BufferError:
-            pass
-        for attempt in Retrying(
-            retry=retry_if_exception_type(BufferError),
-            wait=wait_exponential(multiplier=0.002, max=0.25),
-            stop=lambda _state: self._stopping(),
-            reraise=True,
-        ):
-            with attempt:
-                if serve:
-                    client.poll(0)
-                client.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+        """Enqueue one record; raises BufferError when the queue is full."""
+        self._client.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
 
     def poll(self, timeout: float = 0.0) -> int:
         return int(self._client.poll(timeout))
@@ -132,13 +113,18 @@ class OutputProducer:
     def __len__(self) -> int:
         return len(self._client)
 
-    @property
-    def client(self) -> Producer:
-        return self._client
+
+# One record to (re)produce: batch, row, dead letter or not, topic, value, key, headers.
+_Pending = tuple[Batch, int, bool, str, Any, Any, Headers | None]
 
 
 class Deliveries:
-    """Produces a batch's outputs and books their delivery reports back onto the batch."""
+    """Produces a batch's outputs and books their delivery reports back onto the batch.
+
+    ``predictions_for`` and ``dead_letter`` may be called from any thread;
+    ``serve`` and ``flush`` (which run the delivery callbacks) only from the
+    polling thread, so the books need no lock.
+    """
 
     def __init__(
         self,
@@ -155,118 +141,173 @@ class Deliveries:
         self._group = group
         self._model_version = model_version
         self._worker = worker_id
-        self._retries: list[tuple[Batch, int, bool, str, bytes | None, Any]] = []
+        self._backlog: deque[_Pending] = deque()  # did not fit the queue yet; any thread appends
+        self._retries: list[tuple[float, int, _Pending]] = []  # (due, attempt, record)
+        self._attempts: dict[tuple[int, int], int] = {}
+        self._rejected: list[tuple[Batch, int, bool, KafkaError]] = []
         self.fatal: BaseException | None = None
         # Acknowledged outputs; only the polling thread writes them.
         self.acked_predictions = 0
         self.acked_dead_letters = 0
 
-    # -- producing ---------------------------------------------------------
+    # -- producing (any thread) ---------------------------------------------------
+
+    def _send(self, item: _Pending) -> None:
+        batch, i, is_dead_letter, topic, value, key, headers = item
+        if self._backlog:  # keep the order: behind what is already waiting
+            self._backlog.append(item)
+            return
+        try:
+            self._producer.produce(
+                topic, value, key, partial(self._ack, batch, i, is_dead_letter), headers
+            )
+        except BufferError:
+            self._backlog.append(item)
+        except KafkaException as exc:  # refused before sending: larger than message.max.bytes
+            self._refused(batch, i, is_dead_letter, exc.args[0])
 
     def predictions_for(
         self, batch: Batch, index: Sequence[int], payloads: Sequence[bytes]
-    ) -> list[int]:
-        """Produce one prediction per row; returns the rows that could not even be enqueued."""
-        records, produce, topic, ack = (
-            batch.records,
-            self._producer.produce,
-            self._output,
-            self._ack,
-        )
-        refused = []
-        for i, payload in zip(index, payloads, strict=True):
-            try:
-                produce(topic, payload, records[i].key(), partial(ack, batch, i, False))
-            except KafkaException as exc:
-                refused.append(i)
-                self.dead_letter(
-                    batch, i, "produce", ProduceError("prediction refused", exc.args[0])
-                )
-        return refused
-
-    def dead_letter(
-        self, batch: Batch, i: int, stage: Stage, exc: BaseException, serve: bool = False
     ) -> None:
+        """Produce one prediction per row (row ``index[j]`` gets ``payloads[j]``)."""
+        records, send, topic = batch.records, self._send, self._output
+        for i, payload in zip(index, payloads, strict=True):
+            send((batch, i, False, topic, payload, records[i].key(), None))
+
+    def dead_letter(self, batch: Batch, i: int, stage: Stage, exc: BaseException) -> None:
         """Send row ``i`` of the batch, byte for byte, to the dead-letter topic."""
         rec: SourceRecord = batch.records[i]
         headers = dead_letter_headers(
-            rec,
-            stage,
-            error_class(exc),
-            str(exc),
-            group=self._group,
-            model_version=self._model_version,
-            worker=self._worker,
-        )
-        batch.dead_letter_headers[i] = headers
+            rec, stage, error_class(exc), str(exc),
+            group=self._group, model_version=self._model_version, worker=self._worker,
+        )  # fmt: skip
         log.warning(
             "dead-lettering %s (%s): %s",
             where(rec.topic(), rec.partition(), rec.offset()),
             stage,
             exc,
         )
-        try:
-            self._producer.produce(
-                self._dlq,
-                rec.value(),
-                rec.key(),
-                partial(self._ack, batch, i, True),
-                headers,
-                serve,
-            )
-        except KafkaException as err:
-            origin = where(rec.topic(), rec.partition(), rec.offset())
-            self._fail(ProduceError(f"dead letter for {origin} refused", err.args[0]))
+        batch.dead_letter_headers[i] = headers  # delivery reports do not carry headers
+        self._send((batch, i, True, self._dlq, rec.value(), rec.key(), headers))
 
-    # -- delivery reports (run on the thread that polls) --------------------
-
-    def _ack(
-        self, batch: Batch, i: int, is_dead_letter: bool, err: KafkaError | None, msg: Any
-    ) -> None:
-        if err is None:
-            batch.pending -= 1
-            if is_dead_letter:
-                self.acked_dead_letters += 1
-            else:
-                self.acked_predictions += 1
-            return
-        fate = verdict(err)
-        rec = batch.records[i]
-        origin = where(rec.topic(), rec.partition(), rec.offset())
-        if fate == "retry":
-            log.warning("delivery for %s failed, retrying: %s", origin, kafka_error_text(err))
-            self._retries.append((batch, i, is_dead_letter, msg.topic(), msg.value(), msg.key()))
-        elif fate == "reject" and not is_dead_letter:
-            self.dead_letter(
-                batch, i, "produce", ProduceError("prediction rejected by the broker", err)
-            )
+    def _refused(self, batch: Batch, i: int, is_dead_letter: bool, err: KafkaError) -> None:
+        """A record the client or the broker will never take as it is."""
+        if not is_dead_letter:
+            self.dead_letter(batch, i, "produce", ProduceError("prediction rejected", err))
+        elif err.code() in _TOO_LARGE:
+            self._stub(batch, i, err)
         else:
-            what = "dead letter" if is_dead_letter else "prediction"
-            self._fail(ProduceError(f"{what} for {origin} cannot be delivered", err))
+            rec = batch.records[i]
+            origin = where(rec.topic(), rec.partition(), rec.offset())
+            self._fail(ProduceError(f"dead letter for {origin} cannot be delivered", err))
+
+    def _stub(self, batch: Batch, i: int, err: KafkaError) -> None:
+        """A dead letter too large for its topic: keep the why and where, cut the value.
+
+        The event stays readable in its input topic (``dlq.original.*`` says
+        where, for as long as that topic retains it), so the partition moves on
+        without losing the means to recover it.
+        """
+        rec = batch.records[i]
+        value = rec.value()
+        size = len(value) if value is not None else 0
+        headers = [
+            *dead_letter_headers(
+                rec, "produce", "ProduceError",
+                f"dead letter too large for the dead-letter topic ({kafka_error_text(err)}); "
+                f"value cut to its first {_STUB_VALUE_BYTES} of {size} bytes",
+                group=self._group, model_version=self._model_version, worker=self._worker,
+            ),
+            ("dlq.value.truncated", b"true"),
+            ("dlq.value.size", str(size).encode()),
+        ]  # fmt: skip
+        log.error(
+            "dead letter for %s is too large; sending a stub",
+            where(rec.topic(), rec.partition(), rec.offset()),
+        )
+        cut = value[:_STUB_VALUE_BYTES] if value is not None else None
+        batch.dead_letter_headers[i] = headers
+        self._send((batch, i, True, self._dlq, cut, rec.key(), headers))
 
     def _fail(self, exc: BaseException) -> None:
         log.error("%s", exc)
         if self.fatal is None:
             self.fatal = exc
 
-    def serve(self, timeout: float = 0.0) -> None:
-        """Poll delivery reports, then re-produce whatever asked for a retry."""
-        self._producer.poll(timeout)
-        if not self._retries:
+    # -- delivery reports (the polling thread) --------------------------------------
+
+    def _ack(
+        self, batch: Batch, i: int, is_dead_letter: bool, err: KafkaError | None, msg: Any
+    ) -> None:
+        if err is None:
+            batch.pending -= 1
+            if self._attempts:
+                self._attempts.pop((batch.seq, i), None)
+            if is_dead_letter:
+                self.acked_dead_letters += 1
+            else:
+                self.acked_predictions += 1
             return
-        retries, self._retries = self._retries, []
-        for batch, i, is_dead_letter, topic, value, key in retries:
+        fate = verdict(err)
+        if fate == "retry":
+            key = (batch.seq, i)
+            attempt = self._attempts.get(key, 0)
+            self._attempts[key] = attempt + 1
+            delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
+            rec = batch.records[i]
+            log.warning(
+                "delivery for %s failed (attempt %d), retrying in %.2fs: %s",
+                where(rec.topic(), rec.partition(), rec.offset()), attempt + 1, delay,
+                kafka_error_text(err),
+            )  # fmt: skip
             headers = batch.dead_letter_headers.get(i) if is_dead_letter else None
-            self._producer.produce(
-                topic, value, key, partial(self._ack, batch, i, is_dead_letter), headers, serve=True
-            )
+            item = (batch, i, is_dead_letter, msg.topic(), msg.value(), msg.key(), headers)
+            self._retries.append((time.monotonic() + delay, attempt, item))
+        elif fate == "reject":
+            # Not from inside the callback: producing here could wait on the queue
+            # that only this (polling) thread can free.
+            self._rejected.append((batch, i, is_dead_letter, err))
+        else:
+            rec = batch.records[i]
+            what = "dead letter" if is_dead_letter else "prediction"
+            origin = where(rec.topic(), rec.partition(), rec.offset())
+            self._fail(ProduceError(f"{what} for {origin} cannot be delivered", err))
+
+    def serve(self, timeout: float = 0.0) -> None:
+        """Poll delivery reports, then produce what is waiting: backlog, rejects, due retries."""
+        self._producer.poll(timeout)
+        while self._rejected:
+            batch, i, is_dead_letter, err = self._rejected.pop(0)
+            self._refused(batch, i, is_dead_letter, err)
+        if self._retries:
+            now = time.monotonic()
+            due = [r for r in self._retries if r[0] <= now]
+            if due:
+                self._retries = [r for r in self._retries if r[0] > now]
+                for _, _, item in due:
+                    self._send(item)
+        backlog, produce = self._backlog, self._producer.produce
+        while backlog:
+            batch, i, is_dead_letter, topic, value, key, headers = backlog[0]
+            try:
+                produce(topic, value, key, partial(self._ack, batch, i, is_dead_letter), headers)
+            except BufferError:
+                return  # still full: the next serve tries again
+            except KafkaException as exc:
+                self._refused(batch, i, is_dead_letter, exc.args[0])
+            backlog.popleft()
+
+    @property
+    def waiting(self) -> int:
+        """Records not yet handed to librdkafka (backlog, retries, rejects)."""
+        return len(self._backlog) + len(self._retries) + len(self._rejected)
 
     def flush(self, timeout: float) -> int:
-        """Flush, serving retries, until nothing is outstanding or ``timeout`` passes."""
+        """Serve until nothing is outstanding or ``timeout`` passes; returns what is left."""
         deadline = time.monotonic() + timeout
         while True:
-            left = deadline - time.monotonic()
-            remaining = self._producer.flush(max(0.0, min(left, 0.5)))
             self.serve()
-            if (remaining == 0 and not self._retries) or left <= 0 or self.fatal:
-                return remaining + len(self._retries)
+            left = deadline - time.monotonic()
+            remaining = self._producer.flush(max(0.0, min(left, 0.1)))
+            if (remaining == 0 and not self.waiting) or left <= 0 or self.fatal:
+                return remaining + self.waiting

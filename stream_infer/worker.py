@@ -50,7 +50,6 @@ class Worker:
         self.settings = settings
         self.model = model
         self._stop = threading.Event()
-        self._abort = threading.Event()
         self._closing = False
         self._seq = 0
         self._last_commit = 0.0
@@ -86,7 +85,7 @@ class Worker:
             timeout=60.0,
         )
         client_id = f"stream-infer-{s.processing.worker_id}"
-        self._producer = OutputProducer(s.kafka.producer_config(client_id), self._abort.is_set)
+        self._producer = OutputProducer(s.kafka.producer_config(client_id))
         self._deliveries = Deliveries(
             self._producer,
             s.topics.output,
@@ -108,6 +107,7 @@ class Worker:
             s.batching.max_batch_size,
             s.batching.max_wait_ms,
             self._stop.is_set,
+            self._consumer,
         )
         log.info(
             "worker %s: %s -> %s (dead letters: %s), group %s, model %s v%s on %s, "
@@ -163,7 +163,7 @@ class Worker:
         self.tracker.open(batch)
         decoded = self._decoder.decode([m.value() for m in msgs])
         for i, exc in decoded.rejects:
-            self._deliveries.dead_letter(batch, i, exc.stage, exc, serve=True)
+            self._deliveries.dead_letter(batch, i, exc.stage, exc)
         if decoded.groups:
             self._stage.submit(batch, decoded)
 
@@ -220,16 +220,23 @@ class Worker:
         self.stats.lost += len(partitions)
         self.tracker.forget(partitions)
 
-    def _drain(self, timeout: float) -> None:
-        """Let in-flight batches finish and their outputs be acknowledged."""
+    def _drain(self, timeout: float) -> bool:
+        """Let submitted batches finish and their outputs be acknowledged; True if all did.
+
+        Delivery reports are served while inference finishes, so neither side
+        waits on the other.
+        """
         deadline = time.monotonic() + timeout
-        if not self._stage.wait_idle(timeout):
-            log.warning(
-                "inference still busy after %.0fs; committing what is acknowledged", timeout
-            )
-        left = self._deliveries.flush(max(0.0, deadline - time.monotonic()))
+        stage, deliveries = self._stage, self._deliveries
+        while not stage.wait_idle(0.05):
+            deliveries.serve()
+            if time.monotonic() >= deadline:
+                log.warning("inference still busy after %.0fs; committing what is done", timeout)
+                return False
+        left = deliveries.flush(max(0.0, deadline - time.monotonic()))
         if left:
             log.warning("%d outputs still unacknowledged; their inputs stay uncommitted", left)
+        return left == 0
 
     def _commit_sync(self, partitions: list[TopicPartition] | None = None) -> None:
         offsets = self.tracker.to_commit(partitions)
@@ -247,25 +254,34 @@ class Worker:
     # -- shutdown --------------------------------------------------------------
 
     def _shutdown(self, failure: BaseException | None) -> None:
+        """Finish what was submitted (clean stop only), commit, leave: all before the deadline.
+
+        Batches still queued when time runs out are skipped; they stay
+        uncommitted and the partition's next owner redoes them. The final
+        commit and the group leave run on a helper thread, so a broker that
+        does not answer cannot hold the process past the deadline.
+        """
         s = self.settings.processing
-        deadline = time.monotonic() + s.shutdown_timeout_s
         started = time.monotonic()
+        deadline = started + s.shutdown_timeout_s
         log.info("stopping%s", f" after error: {failure}" if failure else "")
-        self._stage.discard_queued()  # batches not started stay uncommitted: redone later
         if failure is None:
-            self._drain(max(0.0, deadline - time.monotonic() - 2.0))
-        else:
-            self._abort.set()
-        self._commit_sync()
+            self._drain(max(0.0, deadline - time.monotonic() - 3.0))
+        self._stage.discard_queued()
         self._closing = True
-        closer = threading.Thread(
-            target=self._consumer.close, name="stream-infer-close", daemon=True
-        )
+
+        def leave() -> None:
+            self._commit_sync()
+            self._consumer.close()
+
+        closer = threading.Thread(target=leave, name="stream-infer-close", daemon=True)
         closer.start()
         closer.join(max(0.5, deadline - time.monotonic()))
         if closer.is_alive():
-            log.warning("leaving the group did not finish in time; the group will time us out")
-        self._abort.set()
+            log.warning("commit and group leave did not finish in time; the group will time us out")
         self._stage.stop(1.0)
-        self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+        try:
+            self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+        except Exception as exc:  # never let cleanup hide the reason we are stopping
+            log.warning("final flush failed: %s", exc)
         log.info("stopped in %.1fs", time.monotonic() - started)

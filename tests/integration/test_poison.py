@@ -31,7 +31,7 @@ POISON: list[tuple[bytes | None, str, str]] = [
     (b'{"features": [1, "2", 3, 4]}', "validate", "features[1] is string"),
     (b'{"features": [1, null, 3, 4]}', "validate", "features[1] is null"),
     (b'{"features": [1, true, 3, 4]}', "validate", "features[1] is boolean"),
-    (b'{"features": [1, [2], 3, 4]}', "validate", "ragged"),
+    (b'{"features": [1, [2], 3, 4]}', "validate", "nested too deeply"),
     (b'{"features": [1e39, 2, 3, 4]}', "validate", "out of range for float32"),
     (b'{"features": {"wrong": [1, 2, 3, 4]}}', "validate", "missing input 'x'"),
     (
@@ -180,22 +180,46 @@ def test_a_prediction_the_broker_refuses_is_dead_lettered_at_produce(
     assert dead[0]["value"]["id"] == huge_id
 
 
-def test_an_undeliverable_dead_letter_stops_the_worker_and_commits_nothing_past_it(
+def test_a_dead_letter_too_large_for_its_topic_becomes_a_stub(
     kafka, make_settings, make_topic, linear_model: Path
 ) -> None:
-    dlq = make_topic("tiny-dlq", 1, config={"max.message.bytes": 2_000})
+    dlq = make_topic("tiny-dlq", 1, config={"max.message.bytes": 4_000})
     settings = make_settings(linear_model, partitions=1, topics={"dead_letter": dlq})
     topic = settings.topics.inputs[0]
     good = [orjson.dumps({"id": i, "features": GOOD}) for i in range(10)]
     poison = b"not json " + base64.b64encode(os.urandom(6_000))  # too large for the DLQ topic
-    send(kafka, topic, [*good, poison, *good])
+    send(kafka, topic, [*good, poison, *good], keys=[b"k"] * 21)
+    with running(settings):
+        predictions = read(kafka, settings.topics.output, 20)
+        dead = read(kafka, dlq, 1)
+    assert len(predictions) == 20  # the partition moved on past the poison
+    [stub] = dead
+    h = stub["headers"]
+    assert h["dlq.value.truncated"] == "true"
+    assert h["dlq.value.size"] == str(len(poison))
+    assert h["dlq.original.offset"] == "10" and h["dlq.error.stage"] == "produce"
+    assert "MSG_SIZE_TOO_LARGE" in h["dlq.error.message"]
+    assert stub["value"] == poison[:1024].decode()
+    lag = group_lag({"bootstrap.servers": kafka}, settings.kafka.group_id, [topic])
+    assert lag[0].lag == 0
+
+
+def test_an_undeliverable_dead_letter_stops_the_worker_and_commits_nothing_past_it(
+    kafka, make_settings, make_topic, linear_model: Path
+) -> None:
+    # A compacted dead-letter topic refuses records without a key: no stub can help.
+    dlq = make_topic("compact-dlq", 1, config={"cleanup.policy": "compact"})
+    settings = make_settings(linear_model, partitions=1, topics={"dead_letter": dlq})
+    topic = settings.topics.inputs[0]
+    good = [orjson.dumps({"id": i, "features": GOOD}) for i in range(10)]
+    send(kafka, topic, [*good, b"not json", *good])  # no keys
     worker = Worker(settings)
     outcome: list[BaseException] = []
     thread = threading.Thread(target=lambda: _capture(worker.run, outcome), daemon=True)
     thread.start()
     thread.join(90)  # the worker must stop by itself
     assert not thread.is_alive(), "the worker kept running past an undeliverable dead letter"
-    assert len(outcome) == 1 and isinstance(outcome[0], ProduceError)
-    assert "cannot be delivered" in str(outcome[0])
+    assert len(outcome) == 1 and isinstance(outcome[0], ProduceError), outcome
+    assert "dead letter for" in str(outcome[0]) and "cannot be delivered" in str(outcome[0])
     lag = group_lag({"bootstrap.servers": kafka}, settings.kafka.group_id, [topic])
     assert lag[0].committed is None or lag[0].committed <= 10

@@ -60,3 +60,46 @@ def test_zero_wait_takes_what_is_there() -> None:
     assert batch == list(range(30))
     assert src.calls[0] == (1, 0.1)
     assert src.calls[1] == (99, 0)
+
+
+class _Rec:
+    def __init__(self, partition: int, offset: int) -> None:
+        self.p, self.o = partition, offset
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return self.p
+
+
+class _Log:
+    """Rebalance log of a consumer whose partition 1 is revoked during the second call."""
+
+    def __init__(self) -> None:
+        self.serial = 0
+        self.revoked: list[tuple[int, set[tuple[str, int]]]] = []
+
+    def rebalances(self) -> int:
+        return self.serial
+
+    def revoked_since(self, serial: int) -> set[tuple[str, int]]:
+        return {tp for when, tps in self.revoked if when > serial for tp in tps}
+
+
+def test_records_fetched_before_their_partition_was_revoked_are_dropped() -> None:
+    log = _Log()
+    calls = {"n": 0}
+
+    def consume(n: int, timeout: float) -> list[_Rec]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return [_Rec(0, 10), _Rec(1, 20)]
+        if calls["n"] > 2:
+            return []
+        log.serial += 1  # a revoke of partition 1 runs inside this call ...
+        log.revoked.append((log.serial, {("t", 1)}))
+        return [_Rec(0, 11), _Rec(1, 5)]  # ... then a fresh assignment restarts it at 5
+
+    batch = MicroBatcher(consume, max_size=4, max_wait_ms=50, rebalances=log).next_batch()
+    assert [(r.p, r.o) for r in batch] == [(0, 10), (0, 11), (1, 5)]

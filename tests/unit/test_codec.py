@@ -56,8 +56,14 @@ POISON = [
         _ev([1, "2", 3, 4]), ValidationError, "features[1] is string", id="numeric-string"
     ),
     pytest.param(_ev([1, True, 3, 4]), ValidationError, "features[1] is boolean", id="boolean"),
-    pytest.param(_ev([1, [2], 3, 4]), ValidationError, "ragged", id="ragged"),
-    pytest.param(_ev([[1, 2, 3, 4]]), ValidationError, "has shape [1, 4]", id="extra-nesting"),
+    pytest.param(_ev([1, [2], 3, 4]), ValidationError, "(features[1] is an array)", id="too-deep"),
+    pytest.param(_ev([[1, 2], [3]]), ValidationError, "nested too deeply", id="ragged"),
+    pytest.param(
+        _ev([[1, 2, 3, 4]]),
+        ValidationError,
+        "nested too deeply for input x float[4]",
+        id="extra-nesting",
+    ),
     pytest.param(_ev([1, {"v": 2}, 3, 4]), ValidationError, "features[1] is object", id="object"),
     pytest.param(
         _ev([1e39, 0, 0, 0]), ValidationError, "out of range for float32", id="f32-overflow"
@@ -323,3 +329,53 @@ def test_sequence_outputs_are_written_per_row(tmp_path: Path) -> None:
         proba = doc["output_probability"]
         assert set(proba) == {"0", "1", "2"}  # map keys become JSON strings
         assert proba["0"] == pytest.approx(outputs[1][i][0])
+
+
+def test_absurd_nesting_is_a_validation_error_not_a_crash(linear: Model) -> None:
+    deep = b'{"features": ' + b"[" * 1000 + b"1" + b"]" * 1000 + b"}"
+    out = Decoder(linear.signature).decode([_ev(GOOD), deep, _ev(GOOD)])
+    assert [i for i, _ in out.rejects] == [1]
+    assert isinstance(out.rejects[0][1], ValidationError)
+    assert out.groups[0].index == [0, 2]
+
+
+def test_booleans_of_a_boolean_input_are_not_suspicious(tmp_path: Path) -> None:
+    from onnx import helper
+
+    from tests.models import _save
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["flags"], ["f_out"]),
+            helper.make_node("Identity", ["x"], ["x_out"]),
+        ],
+        "mixed",
+        [
+            helper.make_tensor_value_info("flags", TensorProto.BOOL, ["batch", 2]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("f_out", TensorProto.BOOL, ["batch", 2]),
+            helper.make_tensor_value_info("x_out", TensorProto.FLOAT, ["batch", 2]),
+        ],
+    )
+    model = _model(_save(graph, tmp_path / "mixed.onnx"))
+    out = Decoder(model.signature).decode(
+        [_ev({"flags": [True, False], "x": [1, 2]}), _ev({"flags": [True, True], "x": [1, False]})]
+    )
+    assert [i for i, _ in out.rejects] == [1]
+    assert "features.x[1] is boolean" in str(out.rejects[0][1])
+    assert out.groups[0].feeds["flags"].tolist() == [[True, False]]
+
+
+def test_ragged_strings_are_a_validation_error(make_model) -> None:
+    from tests import models
+
+    path = make_model("typed", TensorProto.STRING, width=2)
+    assert models  # built through the shared helper
+    model = _model(path)
+    out = Decoder(model.signature).decode(
+        [_ev(["a", "b"]), _ev([["a"], ["b", "c"]]), _ev(["a", ["b"]])]
+    )
+    assert [i for i, _ in out.rejects] == [1, 2]
+    assert all(isinstance(e, ValidationError) for _, e in out.rejects)
