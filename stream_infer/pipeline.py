@@ -63,6 +63,11 @@ class InferenceStage:
             self._outstanding += 1
         self._queue.put((batch, decoded))
 
+    @property
+    def outstanding(self) -> int:
+        """Batches submitted and not yet through the model (queued or running)."""
+        return self._outstanding
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every submitted batch has been produced (not yet acknowledged)."""
         with self._cond:

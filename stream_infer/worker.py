@@ -28,6 +28,8 @@ __all__ = ["Worker", "WorkerStats"]
 
 log = get_logger("worker")
 
+_HOLD_S = 1.0  # how long a full pipeline is waited out before the partitions are paused
+
 
 @dataclass
 class WorkerStats:
@@ -167,19 +169,45 @@ class Worker:
         if decoded.groups:
             self._stage.submit(batch, decoded)
 
-    def _backpressure(self) -> None:
-        limit = self.settings.processing.max_in_flight_batches
+    def _full(self) -> bool:
+        p = self.settings.processing
         in_flight = self.tracker.in_flight()
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, in_flight)
+        return (
+            in_flight >= p.max_in_flight_batches or self._stage.outstanding >= p.max_queued_batches
+        )
+
+    def _backpressure(self) -> None:
+        """Hold off reading while the pipeline is full; pause only if that lasts.
+
+        A pause is not free: librdkafka drops its prefetch and fetches again on
+        resume (measured: a few hundred ms each time on the local broker). So a
+        short stall is waited out here, serving acknowledgements, and only a
+        stall longer than ``_HOLD_S`` (a slow model) pauses the partitions, after
+        which the loop keeps polling so the group keeps us.
+        """
+        p = self.settings.processing
         consumer = self._consumer
-        if in_flight >= limit and not consumer.paused:
-            log.debug("pipeline full (%d batches in flight): pausing consumption", in_flight)
-            self.stats.pauses += 1
-            consumer.pause()
-        elif consumer.paused and in_flight <= limit // 2:
-            consumer.resume()
         if consumer.paused:
-            self._deliveries.serve(0.05)  # wait for acknowledgements, not in a busy loop
+            if (
+                self.tracker.in_flight() <= p.max_in_flight_batches // 2
+                and self._stage.outstanding <= p.max_queued_batches // 2
+            ):
+                consumer.resume()
+            else:
+                self._deliveries.serve(0.05)  # wait for progress, not in a busy loop
+            return
+        if not self._full():
+            return
+        deadline = time.monotonic() + _HOLD_S
+        while self._full():
+            if time.monotonic() >= deadline or self._stop.is_set():
+                log.debug("pipeline still full after %.1fs: pausing consumption", _HOLD_S)
+                self.stats.pauses += 1
+                consumer.pause()
+                return
+            self._deliveries.serve(0.005)
+            self._raise_fatal()
 
     def _commit_due(self, force: bool = False) -> None:
         now = time.monotonic()
