@@ -18,7 +18,8 @@ import queue
 import threading
 from typing import Any
 
-from stream_infer.codec import Decoded, Encoder, Rows
+from stream_infer.codec import Decoded, Rows
+from stream_infer.envelope import Encoder
 from stream_infer.errors import InferenceError
 from stream_infer.logging import get_logger
 from stream_infer.model import Model

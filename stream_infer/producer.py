@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from stream_infer.codec import Headers, SourceRecord, dead_letter_headers, error_class
+from stream_infer.envelope import Headers, SourceRecord, dead_letter_headers, error_class
 from stream_infer.errors import ProduceError, Stage, kafka_error_text
 from stream_infer.logging import get_logger, where
 from stream_infer.offsets import Batch

@@ -13,10 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
 from stream_infer.batcher import MicroBatcher
-from stream_infer.codec import Decoder, Encoder
+from stream_infer.codec import Decoder
 from stream_infer.config import Settings
 from stream_infer.consumer import InputConsumer, check_topics
+from stream_infer.envelope import Encoder
 from stream_infer.errors import CommitError, ConfigError
 from stream_infer.logging import get_logger
 from stream_infer.model import Model, load_model
@@ -28,7 +32,23 @@ __all__ = ["Worker", "WorkerStats"]
 
 log = get_logger("worker")
 
+_TRANSIENT_COMMIT = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR, KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT, KafkaError._WAIT_COORD,
+}  # fmt: skip
+
 _HOLD_S = 1.0  # how long a full pipeline is waited out before the partitions are paused
+_COMMIT_RETRY_S = 5.0  # how long a synchronous commit is retried on transient errors
+
+
+def _transient_commit_error(exc: BaseException) -> bool:
+    err = getattr(exc, "error", None)
+    return (
+        isinstance(exc, CommitError)
+        and err is not None
+        and (err.retriable() or err.code() in _TRANSIENT_COMMIT)
+    )
 
 
 @dataclass
@@ -267,17 +287,26 @@ class Worker:
         return left == 0
 
     def _commit_sync(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Commit now (rebalance, shutdown), retrying transient failures for a few seconds."""
         offsets = self.tracker.to_commit(partitions)
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets, sync=True)
-            self.tracker.sent(offsets)
-            log.info(
-                "committed %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(offsets.items()))
-            )
+            for attempt in Retrying(
+                retry=retry_if_exception(_transient_commit_error),
+                wait=wait_exponential(multiplier=0.1, max=1.0),
+                stop=stop_after_delay(_COMMIT_RETRY_S),
+                reraise=True,
+            ):
+                with attempt:
+                    self._consumer.commit(offsets, sync=True)
         except CommitError as exc:
             log.warning("%s; the next owner may redo some work", exc)
+            return
+        self.tracker.sent(offsets)
+        log.info(
+            "committed %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(offsets.items()))
+        )
 
     # -- shutdown --------------------------------------------------------------
 

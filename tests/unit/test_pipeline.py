@@ -8,8 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_infer.codec import Decoder, Encoder
+from stream_infer.codec import Decoder
 from stream_infer.config import ModelSettings
+from stream_infer.envelope import Encoder
 from stream_infer.errors import InferenceError
 from stream_infer.model import load_model
 from stream_infer.offsets import Batch

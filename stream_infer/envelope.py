@@ -1,0 +1,134 @@
+"""Output envelopes: prediction events (SPEC.md section 3) and dead-letter headers.
+
+Both wrap what the rest of the pipeline computed around the consumed record
+they answer for, so every output can be traced back to ``topic[partition]@offset``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from stream_infer.codec import Rows
+from stream_infer.errors import Stage
+
+__all__ = ["Encoder", "Headers", "SourceRecord", "dead_letter_headers", "error_class"]
+
+_ERROR_MESSAGE_CAP = 1024
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class SourceRecord(Protocol):
+    """What the codec reads of a consumed record (confluent-kafka's ``Message`` fits)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def key(self) -> bytes | str | None: ...
+    def value(self) -> bytes | str | None: ...
+    def headers(self) -> Headers | None: ...
+
+
+class Encoder:
+    """One prediction event per row, in the SPEC.md section 3 format.
+
+    Outputs are converted to Python lists once per batch (``tolist`` runs in C),
+    so the per-row work is building one small dict and one ``orjson.dumps``.
+    """
+
+    def __init__(self, model_name: str, model_version: str, output_names: Sequence[str]) -> None:
+        self._name = model_name
+        self._version = model_version
+        self._outputs = tuple(output_names)
+
+    def misaligned(self, outputs: Sequence[Any], rows: int) -> str | None:
+        """Why the outputs cannot be split into ``rows`` rows, or None when they can."""
+        for name, value in zip(self._outputs, outputs, strict=True):
+            got = (
+                value.shape[0]
+                if isinstance(value, np.ndarray) and value.ndim
+                else (len(value) if isinstance(value, list) else None)
+            )
+            if got != rows:
+                return f"output {name} is not batch-aligned: {rows} rows in, {got} out"
+        return None
+
+    def encode(
+        self, records: Sequence[SourceRecord], rows: Rows, outputs: Sequence[Any]
+    ) -> list[bytes]:
+        columns = [v.tolist() if isinstance(v, np.ndarray) else list(v) for v in outputs]
+        names, name, version = self._outputs, self._name, self._version
+        dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
+        payloads = []
+        for j, i in enumerate(rows.index):
+            rec = records[i]
+            payloads.append(
+                dumps(
+                    {
+                        "id": rows.ids[j],
+                        "model": name,
+                        "model_version": version,
+                        "outputs": {n: col[j] for n, col in zip(names, columns, strict=True)},
+                        "source": {
+                            "topic": rec.topic(),
+                            "partition": rec.partition(),
+                            "offset": rec.offset(),
+                        },
+                        "event_time_ms": rec.timestamp()[1],
+                    },
+                    option=opt,
+                )
+            )
+        return payloads
+
+
+def _cap(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _ERROR_MESSAGE_CAP else line[: _ERROR_MESSAGE_CAP - 3] + "..."
+
+
+def dead_letter_headers(
+    record: SourceRecord,
+    stage: Stage,
+    error_class: str,
+    message: str,
+    *,
+    group: str,
+    model_version: str,
+    worker: str,
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+) -> Headers:
+    """The original headers plus the ``dlq.*`` ones of SPEC.md section 3.
+
+    A replayed event that fails again must not carry two generations of
+    ``dlq.*`` headers, so stale ones are dropped before the fresh ones go on.
+    """
+    kept = [(k, v) for k, v in (record.headers() or []) if not k.startswith("dlq.")]
+    added = {
+        "dlq.original.topic": record.topic() or "",
+        "dlq.original.partition": str(record.partition()),
+        "dlq.original.offset": str(record.offset()),
+        "dlq.original.timestamp": str(record.timestamp()[1]),
+        "dlq.error.stage": stage,
+        "dlq.error.class": error_class,
+        "dlq.error.message": _cap(message),
+        "dlq.consumer.group": group,
+        "dlq.model.version": model_version,
+        "dlq.worker": worker,
+        "dlq.failed.at": str(now_ms()),
+    }
+    return kept + [(k, v.encode("utf-8")) for k, v in added.items()]
+
+
+def error_class(exc: BaseException) -> str:
+    """The class named in ``dlq.error.class``: the root cause's when one is chained.
+
+    For an inference failure that is onnxruntime's own class (``InvalidArgument``,
+    ``Fail``...), which says more than our wrapper does.
+    """
+    return type(exc.__cause__ or exc).__name__
