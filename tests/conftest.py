@@ -47,6 +47,12 @@ def demo_model(model_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def linear(linear_model: Path) -> object:
+    """The linear model, loaded."""
+    return models.loaded(linear_model)
+
+
 @pytest.fixture
 def make_model(model_dir: Path) -> Callable[..., Path]:
     """Build any model of ``tests.models`` by name, into its own file."""

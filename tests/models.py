@@ -6,9 +6,22 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import orjson
 from onnx import TensorProto, helper, numpy_helper
 
+from stream_infer.config import ModelSettings
+from stream_infer.model import Model, load_model
+
 OPSET = [helper.make_opsetid("", 17)]
+
+
+def loaded(path: Path) -> Model:
+    """A model as the worker loads it (without the warm-up, to keep unit tests quick)."""
+    return load_model(ModelSettings(path=str(path), warmup=False))
+
+
+def event(features: object, **extra: object) -> bytes:
+    return orjson.dumps({"features": features, **extra})
 
 
 def _save(graph: onnx.GraphProto, path: Path) -> Path:

@@ -5,28 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 from onnx import TensorProto
 
 from stream_infer.codec import Decoder, Rows
-from stream_infer.config import ModelSettings
 from stream_infer.errors import DecodeError, ValidationError
-from stream_infer.model import Model, load_model
-
-
-def _model(path: Path) -> Model:
-    return load_model(ModelSettings(path=str(path), warmup=False))
-
-
-def _ev(features: object, **extra: object) -> bytes:
-    return orjson.dumps({"features": features, **extra})
-
-
-@pytest.fixture(scope="module")
-def linear(linear_model: Path) -> Model:
-    return _model(linear_model)
-
+from stream_infer.model import Model
+from tests.models import event as _ev
+from tests.models import loaded as _model
 
 GOOD = [0.5, -1.0, 2, 3.25]
 

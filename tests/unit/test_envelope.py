@@ -10,23 +10,11 @@ import orjson
 import pytest
 
 from stream_infer.codec import Decoder
-from stream_infer.config import ModelSettings
 from stream_infer.envelope import Encoder, dead_letter_headers, error_class
 from stream_infer.errors import InferenceError, ValidationError
-from stream_infer.model import Model, load_model
-
-
-def _model(path: Path) -> Model:
-    return load_model(ModelSettings(path=str(path), warmup=False))
-
-
-def _ev(features: object, **extra: object) -> bytes:
-    return orjson.dumps({"features": features, **extra})
-
-
-@pytest.fixture(scope="module")
-def linear(linear_model: Path) -> Model:
-    return _model(linear_model)
+from stream_infer.model import Model
+from tests.models import event as _ev
+from tests.models import loaded as _model
 
 
 class _Rec:
