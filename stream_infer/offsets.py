@@ -8,6 +8,7 @@ with no Kafka client in it, so the rule can be tested on its own.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class Batch:
     seq: int
     records: Sequence[Any]
     pending: int = 0
+    born: float = field(default_factory=time.monotonic)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     dead_letter_headers: dict[int, Any] = field(default_factory=dict)
 
@@ -76,11 +78,19 @@ class OffsetTracker:
                 q.append((batch, last))
 
     def in_flight(self) -> int:
-        """Batches consumed but not yet fully acknowledged (what backpressure bounds)."""
+        """Batches consumed but not yet fully acknowledged (what backpressure bounds).
+
+        Done batches are let go wherever they are, so one stuck batch does not
+        keep every later one (and its records) alive.
+        """
         opened = self._open
-        while opened and opened[0].done:
-            opened.popleft()
-        return sum(1 for b in opened if not b.done)
+        if any(b.done for b in opened):
+            self._open = opened = deque(b for b in opened if not b.done)
+        return len(opened)
+
+    def oldest(self) -> Batch | None:
+        """The longest-open batch still waiting for acknowledgements."""
+        return self._open[0] if self._open else None
 
     def _advance(self) -> None:
         for tp, q in self._queues.items():

@@ -8,14 +8,16 @@ here into one of three fates:
   same record again after a backoff, for as long as it takes;
 - *reject*: this record can never be written as it is (too large, refused by a
   broker policy): a prediction is replaced by a dead letter with stage
-  ``produce``; a dead letter too large for its topic is replaced by a stub
-  that keeps the headers and points at the original;
+  ``produce``; a dead letter too large for its topic is replaced by a small
+  stub that says why and points at the original (a stub is final);
 - *fatal*: configuration, authorization or a fatal producer error: stop the
   worker without committing, so that a restart redoes the work.
 
 Nothing blocks on a full librdkafka queue: a record that does not fit waits in
 a backlog that the polling thread drains as deliveries free space, and the
 number of batches in flight (hence the backlog) is bounded by backpressure.
+Every decision about a failed record is taken on the polling thread, never
+inside the producing call or the delivery callback.
 Nothing is dropped: a row leaves the books only by an acknowledgement.
 """
 
@@ -43,12 +45,13 @@ Verdict = Literal["retry", "reject", "fatal"]
 _FATAL = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
     KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_TOPIC, KafkaError._INVALID_ARG, KafkaError.INVALID_REQUIRED_ACKS,
-    KafkaError.PRODUCER_FENCED, KafkaError._FENCED, KafkaError.SASL_AUTHENTICATION_FAILED,
-    KafkaError._AUTHENTICATION,
+    KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError._INVALID_ARG,
+    KafkaError.INVALID_REQUIRED_ACKS, KafkaError.PRODUCER_FENCED, KafkaError._FENCED,
+    KafkaError._FATAL, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION,
 }  # fmt: skip
-# librdkafka does not flag all of these as retriable (a delivery timeout is
-# not), but each only says the broker was away or busy, not that the record is bad.
+# Delivery reports never say "retriable" (confluent-kafka builds them without
+# the flag), so the transient codes are listed: each only says that the broker
+# was away or busy, not that the record is bad.
 _TRANSIENT = {
     KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TIMED_OUT_QUEUE,
     KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT,
@@ -56,21 +59,38 @@ _TRANSIENT = {
     KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.BROKER_NOT_AVAILABLE, KafkaError.NETWORK_EXCEPTION, KafkaError.KAFKA_STORAGE_ERROR,
     KafkaError.THROTTLING_QUOTA_EXCEEDED, KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT,
-    KafkaError._QUEUE_FULL,
+    KafkaError._QUEUE_FULL, KafkaError.UNKNOWN,
 }  # fmt: skip
+# What the broker says of a record it will never take as it is.
 _TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
+_REJECT = _TOO_LARGE | {
+    KafkaError.INVALID_RECORD, KafkaError.POLICY_VIOLATION, KafkaError.INVALID_MSG,
+    KafkaError.INVALID_MSG_SIZE, KafkaError.INVALID_TIMESTAMP,
+    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+}  # fmt: skip
+_UNKNOWN_ATTEMPTS = 8  # an unrecognised error is retried this often, then the record is rejected
 _RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 _STUB_VALUE_BYTES = 1024
 
+# What a pending record is: its fate on refusal depends on it.
+PREDICTION, DEAD_LETTER, STUB = 0, 1, 2
 
-def verdict(err: KafkaError) -> Verdict:
-    """What to do about a failed delivery (see the module docstring)."""
+
+def verdict(err: KafkaError, attempts: int = 0) -> Verdict:
+    """What to do about a failed delivery (see the module docstring).
+
+    An error code this list does not know is retried a few times (with
+    backoff), then taken as a refusal: neither a stalled partition nor a good
+    event dead-lettered at the first hiccup.
+    """
     code = err.code()
     if err.fatal() or code in _FATAL:
         return "fatal"
     if err.retriable() or code in _TRANSIENT:
         return "retry"
-    return "reject"
+    if code in _REJECT:
+        return "reject"
+    return "retry" if attempts < _UNKNOWN_ATTEMPTS else "reject"
 
 
 class OutputProducer:
@@ -114,16 +134,17 @@ class OutputProducer:
         return len(self._client)
 
 
-# One record to (re)produce: batch, row, dead letter or not, topic, value, key, headers.
-_Pending = tuple[Batch, int, bool, str, Any, Any, Headers | None]
+# One record to (re)produce: batch, row, kind, topic, value, key, headers.
+_Pending = tuple[Batch, int, int, str, Any, Any, Headers | None]
 
 
 class Deliveries:
     """Produces a batch's outputs and books their delivery reports back onto the batch.
 
-    ``predictions_for`` and ``dead_letter`` may be called from any thread;
-    ``serve`` and ``flush`` (which run the delivery callbacks) only from the
-    polling thread, so the books need no lock.
+    ``predictions_for`` and ``dead_letter`` may be called from any thread: they
+    only ever hand records to librdkafka or to thread-safe queues. ``serve``
+    and ``flush`` (which run the delivery callbacks and decide the fate of
+    failed records) run on the polling thread only, so the books need no lock.
     """
 
     def __init__(
@@ -141,30 +162,29 @@ class Deliveries:
         self._group = group
         self._model_version = model_version
         self._worker = worker_id
-        self._backlog: deque[_Pending] = deque()  # did not fit the queue yet; any thread appends
-        self._retries: list[tuple[float, int, _Pending]] = []  # (due, attempt, record)
+        # Filled from any thread (deque appends are atomic), drained by the poller.
+        self._backlog: deque[_Pending] = deque()  # did not fit librdkafka's queue yet
+        self._refusals: deque[tuple[_Pending, KafkaError]] = deque()
+        # Poller only.
+        self._retries: list[tuple[float, _Pending]] = []  # (due, record)
         self._attempts: dict[tuple[int, int], int] = {}
-        self._rejected: list[tuple[Batch, int, bool, KafkaError]] = []
         self.fatal: BaseException | None = None
-        # Acknowledged outputs; only the polling thread writes them.
         self.acked_predictions = 0
         self.acked_dead_letters = 0
 
     # -- producing (any thread) ---------------------------------------------------
 
     def _send(self, item: _Pending) -> None:
-        batch, i, is_dead_letter, topic, value, key, headers = item
         if self._backlog:  # keep the order: behind what is already waiting
             self._backlog.append(item)
             return
+        batch, i, kind, topic, value, key, headers = item
         try:
-            self._producer.produce(
-                topic, value, key, partial(self._ack, batch, i, is_dead_letter), headers
-            )
+            self._producer.produce(topic, value, key, partial(self._ack, batch, i, kind), headers)
         except BufferError:
             self._backlog.append(item)
-        except KafkaException as exc:  # refused before sending: larger than message.max.bytes
-            self._refused(batch, i, is_dead_letter, exc.args[0])
+        except KafkaException as exc:  # refused before sending (e.g. > message.max.bytes)
+            self._refusals.append((item, exc.args[0]))
 
     def predictions_for(
         self, batch: Batch, index: Sequence[int], payloads: Sequence[bytes]
@@ -172,7 +192,7 @@ class Deliveries:
         """Produce one prediction per row (row ``index[j]`` gets ``payloads[j]``)."""
         records, send, topic = batch.records, self._send, self._output
         for i, payload in zip(index, payloads, strict=True):
-            send((batch, i, False, topic, payload, records[i].key(), None))
+            send((batch, i, PREDICTION, topic, payload, records[i].key(), None))
 
     def dead_letter(self, batch: Batch, i: int, stage: Stage, exc: BaseException) -> None:
         """Send row ``i`` of the batch, byte for byte, to the dead-letter topic."""
@@ -188,70 +208,70 @@ class Deliveries:
             exc,
         )
         batch.dead_letter_headers[i] = headers  # delivery reports do not carry headers
-        self._send((batch, i, True, self._dlq, rec.value(), rec.key(), headers))
+        self._send((batch, i, DEAD_LETTER, self._dlq, rec.value(), rec.key(), headers))
 
-    def _refused(self, batch: Batch, i: int, is_dead_letter: bool, err: KafkaError) -> None:
+    # -- deciding (the polling thread) --------------------------------------------------
+
+    def _refused(self, batch: Batch, i: int, kind: int, err: KafkaError) -> None:
         """A record the client or the broker will never take as it is."""
-        if not is_dead_letter:
+        rec = batch.records[i]
+        origin = where(rec.topic(), rec.partition(), rec.offset())
+        if kind == PREDICTION:
             self.dead_letter(batch, i, "produce", ProduceError("prediction rejected", err))
-        elif err.code() in _TOO_LARGE:
+        elif kind == DEAD_LETTER and err.code() in _TOO_LARGE:
             self._stub(batch, i, err)
         else:
-            rec = batch.records[i]
-            origin = where(rec.topic(), rec.partition(), rec.offset())
-            self._fail(ProduceError(f"dead letter for {origin} cannot be delivered", err))
+            what = "dead-letter stub" if kind == STUB else "dead letter"
+            self._fail(ProduceError(f"{what} for {origin} cannot be delivered", err))
 
     def _stub(self, batch: Batch, i: int, err: KafkaError) -> None:
-        """A dead letter too large for its topic: keep the why and where, cut the value.
+        """A dead letter too large for its topic: keep the why and where, cut the rest.
 
-        The event stays readable in its input topic (``dlq.original.*`` says
-        where, for as long as that topic retains it), so the partition moves on
-        without losing the means to recover it.
+        The stub carries only the ``dlq.*`` headers and at most 1 KiB of key and
+        of value, so it fits any sane topic; if even that is refused, the worker
+        stops. The event stays readable in its input topic (``dlq.original.*``
+        say where) for as long as that topic retains it.
         """
         rec = batch.records[i]
-        value = rec.value()
+        value, key = rec.value(), rec.key()
         size = len(value) if value is not None else 0
-        headers = [
-            *dead_letter_headers(
+        dropped = len(rec.headers() or [])
+        headers: Headers = [
+            (k, v)
+            for k, v in dead_letter_headers(
                 rec, "produce", "ProduceError",
                 f"dead letter too large for the dead-letter topic ({kafka_error_text(err)}); "
                 f"value cut to its first {_STUB_VALUE_BYTES} of {size} bytes",
                 group=self._group, model_version=self._model_version, worker=self._worker,
-            ),
-            ("dlq.value.truncated", b"true"),
-            ("dlq.value.size", str(size).encode()),
+            )
+            if k.startswith("dlq.")
         ]  # fmt: skip
+        headers += [("dlq.value.truncated", b"true"), ("dlq.value.size", str(size).encode())]
+        if dropped:
+            headers.append(("dlq.headers.dropped", str(dropped).encode()))
+        if key is not None and len(key) > _STUB_VALUE_BYTES:
+            headers.append(("dlq.key.size", str(len(key)).encode()))
+            key = key[:_STUB_VALUE_BYTES]
         log.error(
             "dead letter for %s is too large; sending a stub",
             where(rec.topic(), rec.partition(), rec.offset()),
         )
         cut = value[:_STUB_VALUE_BYTES] if value is not None else None
         batch.dead_letter_headers[i] = headers
-        self._send((batch, i, True, self._dlq, cut, rec.key(), headers))
+        self._send((batch, i, STUB, self._dlq, cut, key, headers))
 
     def _fail(self, exc: BaseException) -> None:
         log.error("%s", exc)
         if self.fatal is None:
             self.fatal = exc
 
-    # -- delivery reports (the polling thread) --------------------------------------
-
-    def _ack(
-        self, batch: Batch, i: int, is_dead_letter: bool, err: KafkaError | None, msg: Any
-    ) -> None:
-        if err is None:
-            batch.pending -= 1
-            if self._attempts:
-                self._attempts.pop((batch.seq, i), None)
-            if is_dead_letter:
-                self.acked_dead_letters += 1
-            else:
-                self.acked_predictions += 1
-            return
-        fate = verdict(err)
+    def _failed(self, item: _Pending, err: KafkaError) -> None:
+        """A failed record, from a delivery report or a refused produce call."""
+        batch, i, kind = item[0], item[1], item[2]
+        key = (batch.seq, i)
+        attempt = self._attempts.get(key, 0)
+        fate = verdict(err, attempt)
         if fate == "retry":
-            key = (batch.seq, i)
-            attempt = self._attempts.get(key, 0)
             self._attempts[key] = attempt + 1
             delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
             rec = batch.records[i]
@@ -260,54 +280,71 @@ class Deliveries:
                 where(rec.topic(), rec.partition(), rec.offset()), attempt + 1, delay,
                 kafka_error_text(err),
             )  # fmt: skip
-            headers = batch.dead_letter_headers.get(i) if is_dead_letter else None
-            item = (batch, i, is_dead_letter, msg.topic(), msg.value(), msg.key(), headers)
-            self._retries.append((time.monotonic() + delay, attempt, item))
+            self._retries.append((time.monotonic() + delay, item))
         elif fate == "reject":
-            # Not from inside the callback: producing here could wait on the queue
-            # that only this (polling) thread can free.
-            self._rejected.append((batch, i, is_dead_letter, err))
+            self._refused(batch, i, kind, err)
         else:
             rec = batch.records[i]
-            what = "dead letter" if is_dead_letter else "prediction"
+            what = ("prediction", "dead letter", "dead-letter stub")[kind]
             origin = where(rec.topic(), rec.partition(), rec.offset())
             self._fail(ProduceError(f"{what} for {origin} cannot be delivered", err))
 
+    def _ack(self, batch: Batch, i: int, kind: int, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            batch.pending -= 1
+            if self._attempts:
+                self._attempts.pop((batch.seq, i), None)
+            if kind == PREDICTION:
+                self.acked_predictions += 1
+            else:
+                self.acked_dead_letters += 1
+            return
+        headers = batch.dead_letter_headers.get(i) if kind != PREDICTION else None
+        item = (batch, i, kind, msg.topic(), msg.value(), msg.key(), headers)
+        # Decided on the next serve, not here: producing from inside the callback
+        # could wait on the queue that only this thread can free.
+        self._refusals.append((item, err))
+
     def serve(self, timeout: float = 0.0) -> None:
-        """Poll delivery reports, then produce what is waiting: backlog, rejects, due retries."""
+        """Poll delivery reports, then act: failures, due retries, the backlog."""
         self._producer.poll(timeout)
-        while self._rejected:
-            batch, i, is_dead_letter, err = self._rejected.pop(0)
-            self._refused(batch, i, is_dead_letter, err)
+        refusals = self._refusals
+        while refusals:
+            self._failed(*refusals.popleft())
         if self._retries:
             now = time.monotonic()
-            due = [r for r in self._retries if r[0] <= now]
-            if due:
+            if any(due <= now for due, _ in self._retries):
+                due = [item for when, item in self._retries if when <= now]
                 self._retries = [r for r in self._retries if r[0] > now]
-                for _, _, item in due:
+                for item in due:
                     self._send(item)
-        backlog, produce = self._backlog, self._producer.produce
+        backlog, produce, ack = self._backlog, self._producer.produce, self._ack
         while backlog:
-            batch, i, is_dead_letter, topic, value, key, headers = backlog[0]
+            batch, i, kind, topic, value, key, headers = item = backlog[0]
             try:
-                produce(topic, value, key, partial(self._ack, batch, i, is_dead_letter), headers)
+                produce(topic, value, key, partial(ack, batch, i, kind), headers)
             except BufferError:
                 return  # still full: the next serve tries again
             except KafkaException as exc:
-                self._refused(batch, i, is_dead_letter, exc.args[0])
+                refusals.append((item, exc.args[0]))
             backlog.popleft()
 
     @property
     def waiting(self) -> int:
-        """Records not yet handed to librdkafka (backlog, retries, rejects)."""
-        return len(self._backlog) + len(self._retries) + len(self._rejected)
+        """Records not yet handed to librdkafka (backlog, retries, refusals)."""
+        return len(self._backlog) + len(self._retries) + len(self._refusals)
 
     def flush(self, timeout: float) -> int:
         """Serve until nothing is outstanding or ``timeout`` passes; returns what is left."""
         deadline = time.monotonic() + timeout
+        producer = self._producer
         while True:
             self.serve()
             left = deadline - time.monotonic()
-            remaining = self._producer.flush(max(0.0, min(left, 0.1)))
-            if (remaining == 0 and not self.waiting) or left <= 0 or self.fatal:
-                return remaining + self.waiting
+            queued = len(producer)
+            if (queued == 0 and not self.waiting) or left <= 0 or self.fatal:
+                return queued + self.waiting
+            if queued:
+                producer.flush(min(left, 0.1))
+            else:  # only retries not yet due: wait for them, not in a spin
+                producer.poll(min(left, 0.05))

@@ -40,6 +40,7 @@ _TRANSIENT_COMMIT = {
 
 _HOLD_S = 1.0  # how long a full pipeline is waited out before the partitions are paused
 _COMMIT_RETRY_S = 5.0  # how long a synchronous commit is retried on transient errors
+_STUCK_S = 60.0  # a batch unacknowledged this long gets a warning
 
 
 def _transient_commit_error(exc: BaseException) -> bool:
@@ -72,6 +73,9 @@ class Worker:
         self.settings = settings
         self.model = model
         self._stop = threading.Event()
+        self._stop_deadline = float("inf")  # set by stop(): shutdown must end by then
+        self._rebalance_seen = 0
+        self._stuck_warned = 0
         self._closing = False
         self._seq = 0
         self._last_commit = 0.0
@@ -88,6 +92,8 @@ class Worker:
 
     def stop(self) -> None:
         """Ask for a graceful stop: finish the batch in hand, commit, leave the group."""
+        if not self._stop.is_set():
+            self._stop_deadline = time.monotonic() + self.settings.processing.shutdown_timeout_s
         self._stop.set()
 
     # -- start-up ------------------------------------------------------------
@@ -160,6 +166,7 @@ class Worker:
                     self._submit(msgs)
                 self._deliveries.serve()
                 self._backpressure()
+                self._warn_if_stuck()
                 self._commit_due()
             self._raise_fatal()
         except BaseException as exc:
@@ -179,6 +186,15 @@ class Worker:
                 raise source
 
     def _submit(self, msgs: list[Any]) -> None:
+        serial = self._consumer.rebalances()
+        if serial != self._rebalance_seen:
+            # Just after a rebalance: records of partitions we no longer own would
+            # only be predicted twice (their next owner redoes them); skip them.
+            self._rebalance_seen = serial
+            owned = self.tracker.owned
+            msgs = [m for m in msgs if (m.topic(), m.partition()) in owned]
+            if not msgs:
+                return
         self._seq += 1
         self.stats.batches += 1
         batch = Batch(self._seq, msgs)
@@ -188,6 +204,20 @@ class Worker:
             self._deliveries.dead_letter(batch, i, exc.stage, exc)
         if decoded.groups:
             self._stage.submit(batch, decoded)
+
+    def _warn_if_stuck(self) -> None:
+        """Say so when a batch waits for acknowledgements for long: its partition is stalled."""
+        oldest = self.tracker.oldest()
+        if oldest is None or oldest.seq <= self._stuck_warned:
+            return
+        waited = time.monotonic() - oldest.born
+        if waited >= _STUCK_S:
+            self._stuck_warned = oldest.seq
+            log.warning(
+                "batch %d has waited %.0fs for %d acknowledgements; its partitions cannot commit "
+                "past it (broker unreachable? see the errors above)",
+                oldest.seq, waited, oldest.pending,
+            )  # fmt: skip
 
     def _full(self) -> bool:
         p = self.settings.processing
@@ -260,7 +290,7 @@ class Worker:
     def _revoked(self, partitions: list[TopicPartition]) -> None:
         self.stats.revoked += len(partitions)
         if not self._closing:
-            self._drain(self.settings.processing.shutdown_timeout_s)
+            self._drain(self._time_left(self.settings.processing.shutdown_timeout_s))
         self._commit_sync(partitions)
         self.tracker.forget(partitions)
 
@@ -286,8 +316,14 @@ class Worker:
             log.warning("%d outputs still unacknowledged; their inputs stay uncommitted", left)
         return left == 0
 
-    def _commit_sync(self, partitions: list[TopicPartition] | None = None) -> None:
-        """Commit now (rebalance, shutdown), retrying transient failures for a few seconds."""
+    def _time_left(self, budget: float) -> float:
+        """``budget`` seconds, cut short by the shutdown deadline once a stop was asked for."""
+        return max(0.0, min(budget, self._stop_deadline - time.monotonic()))
+
+    def _commit_sync(
+        self, partitions: list[TopicPartition] | None = None, within: float = _COMMIT_RETRY_S
+    ) -> None:
+        """Commit now (rebalance, shutdown), retrying transient failures for ``within`` s."""
         offsets = self.tracker.to_commit(partitions)
         if not offsets:
             return
@@ -295,7 +331,7 @@ class Worker:
             for attempt in Retrying(
                 retry=retry_if_exception(_transient_commit_error),
                 wait=wait_exponential(multiplier=0.1, max=1.0),
-                stop=stop_after_delay(_COMMIT_RETRY_S),
+                stop=stop_after_delay(self._time_left(within)),
                 reraise=True,
             ):
                 with attempt:
@@ -313,22 +349,28 @@ class Worker:
     def _shutdown(self, failure: BaseException | None) -> None:
         """Finish what was submitted (clean stop only), commit, leave: all before the deadline.
 
-        Batches still queued when time runs out are skipped; they stay
+        The deadline runs from the stop request (SIGTERM), not from here, so a
+        rebalance that was under way when it came counts against the same
+        budget. Batches still queued when time runs out are skipped; they stay
         uncommitted and the partition's next owner redoes them. The final
         commit and the group leave run on a helper thread, so a broker that
         does not answer cannot hold the process past the deadline.
         """
-        s = self.settings.processing
         started = time.monotonic()
-        deadline = started + s.shutdown_timeout_s
+        budget = self.settings.processing.shutdown_timeout_s
+        self._stop_deadline = min(self._stop_deadline, started + budget)
+        deadline = self._stop_deadline
         log.info("stopping%s", f" after error: {failure}" if failure else "")
         if failure is None:
             self._drain(max(0.0, deadline - time.monotonic() - 3.0))
+        else:  # acknowledgements already on their way still earn commits
+            self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic() - 3.0)))
         self._stage.discard_queued()
         self._closing = True
 
         def leave() -> None:
-            self._commit_sync()
+            # Keep a second for the group leave itself.
+            self._commit_sync(within=max(0.0, deadline - time.monotonic() - 1.0))
             self._consumer.close()
 
         closer = threading.Thread(target=leave, name="stream-infer-close", daemon=True)

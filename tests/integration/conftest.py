@@ -109,6 +109,7 @@ def running(settings: Settings, timeout: float = 60.0) -> Iterator[Worker]:
     """A worker on a thread of this process; stopped (gracefully) on exit."""
     worker = Worker(settings)
     errors: list[BaseException] = []
+    worker.test_errors = errors  # type: ignore[attr-defined]  # read by wait_for
 
     def target() -> None:
         try:
@@ -178,9 +179,15 @@ def read(kafka: str, topic: str, expected: int, timeout: float = 60.0) -> list[d
     return records
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, worker: Worker | None = None
+) -> None:
+    """Poll ``predicate``; with ``worker`` given, fail at once if that worker died."""
     deadline = time.monotonic() + timeout
     while not predicate():
+        errors = getattr(worker, "test_errors", None)
+        if errors:
+            raise AssertionError(f"the worker died while waiting for {what}") from errors[0]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 

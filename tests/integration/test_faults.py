@@ -123,13 +123,13 @@ def test_broker_stop_and_start_mid_stream_loses_nothing(
     feeder = Feeder(bootstrap, "in-restart", values, keys, rate=600)
     with running(settings) as worker:
         feeder.start()
-        wait_for(lambda: worker.counts()[0] >= 1_500, 60, "predictions before the outage")
+        wait_for(lambda: worker.counts()[0] >= 1_500, 60, "predictions before the outage", worker)
         stop_broker(data)
         time.sleep(4)  # the outage itself: the broker stays down this long
         start_broker(port, data)
         feeder.join(180)
         assert feeder.error is None, feeder.error
-        wait_for(lambda: worker.counts()[0] >= n, 120, "all predictions after the restart")
+        wait_for(lambda: worker.counts()[0] >= n, 120, "all predictions after the restart", worker)
     duplicates = _assert_every_input_has_an_output(bootstrap, settings, n)
     lag = group_lag({"bootstrap.servers": bootstrap}, "g-restart", ["in-restart"])
     assert sum(p.lag for p in lag) == 0
@@ -197,7 +197,8 @@ def _slow_model(make_model, seconds: float) -> Path:
 
 
 def test_slow_inference_never_costs_group_membership(kafka, make_settings, make_model) -> None:
-    model = _slow_model(make_model, seconds=1.0)
+    # Each batch takes longer than the pipeline is held before pausing (1 s).
+    model = _slow_model(make_model, seconds=2.0)
     settings = make_settings(
         model,
         partitions=1,
@@ -207,7 +208,7 @@ def test_slow_inference_never_costs_group_membership(kafka, make_settings, make_
         # waited on inference would be thrown out of the group.
         kafka={"consumer": {"max.poll.interval.ms": 7000}},
     )
-    n = 24
+    n = 12
     send(
         kafka,
         settings.topics.inputs[0],
@@ -215,7 +216,7 @@ def test_slow_inference_never_costs_group_membership(kafka, make_settings, make_
     )
     started = time.monotonic()
     with running(settings) as worker:
-        wait_for(lambda: worker.counts()[0] >= n, 120, "all slow predictions")
+        wait_for(lambda: worker.counts()[0] >= n, 120, "all slow predictions", worker)
         elapsed = time.monotonic() - started
         stats = dataclasses.replace(worker.stats)  # before the final revoke of the shutdown
     assert elapsed > 7, "the model was not slow enough to prove anything"

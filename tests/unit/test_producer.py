@@ -34,3 +34,127 @@ def test_verdicts(code: int, fate: str) -> None:
 
 def test_fatal_flag_wins() -> None:
     assert verdict(KafkaError(KafkaError._MSG_TIMED_OUT, fatal=True)) == "fatal"
+
+
+class _Msg:
+    def __init__(self, topic: str, value: object, key: object) -> None:
+        self._t, self._v, self._k = topic, value, key
+
+    def topic(self) -> str:
+        return self._t
+
+    def value(self) -> object:
+        return self._v
+
+    def key(self) -> object:
+        return self._k
+
+
+class _Scripted:
+    """Stands in for librdkafka's queue: each produce is answered at the next poll,
+    with the next scripted error (None = delivered). No broker behaviour is claimed."""
+
+    def __init__(self, errors: list[KafkaError | None]) -> None:
+        self.errors = errors
+        self.sent: list[tuple[str, object, object, object]] = []
+        self.queue: list[tuple[object, _Msg]] = []
+
+    def produce(self, topic, value, key, on_delivery, headers=None) -> None:
+        self.sent.append((topic, value, key, headers))
+        self.queue.append((on_delivery, _Msg(topic, value, key)))
+
+    def poll(self, timeout: float = 0.0) -> int:
+        queue, self.queue = self.queue, []
+        for callback, msg in queue:
+            callback(self.errors.pop(0) if self.errors else None, msg)
+        return len(queue)
+
+    def flush(self, timeout: float) -> int:
+        self.poll()
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+
+class _Rec:
+    def __init__(self, value: bytes, key: bytes | None = b"k", headers: list | None = None) -> None:
+        self._v, self._k, self._h = value, key, headers
+
+    def topic(self) -> str:
+        return "in"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 7
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1)
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes:
+        return self._v
+
+    def headers(self) -> list | None:
+        return self._h
+
+
+def _deliveries(errors: list[KafkaError | None]):
+    from stream_infer.producer import Deliveries
+
+    fake = _Scripted(errors)
+    return Deliveries(fake, "out", "dlq", "g", "1", "w"), fake  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries come due at once, so the decisions can be stepped through without waiting."""
+    monkeypatch.setattr("stream_infer.producer._RETRY_BACKOFF_S", (0.0,))
+
+
+def _drain(deliveries, rounds: int = 20) -> None:
+    for _ in range(rounds):
+        deliveries.serve()
+        if not deliveries.waiting and not deliveries._producer.queue:
+            return
+
+
+def test_a_too_large_prediction_becomes_a_dead_letter_then_a_final_stub() -> None:
+    from stream_infer.offsets import Batch
+
+    big = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    deliveries, fake = _deliveries([big, big, big])
+    batch = Batch(1, [_Rec(b"x" * 5000, headers=[("trace", b"1")])])
+    deliveries.predictions_for(batch, [0], [b"prediction"])
+    _drain(deliveries)
+    topics = [t for t, *_ in fake.sent]
+    assert topics == ["out", "dlq", "dlq"]  # prediction, dead letter, stub: then it stops
+    stub_headers = dict(fake.sent[2][3])
+    assert stub_headers["dlq.value.truncated"] == b"true"
+    assert stub_headers["dlq.headers.dropped"] == b"1" and "trace" not in stub_headers
+    assert len(fake.sent[2][1]) == 1024
+    assert isinstance(deliveries.fatal, Exception)  # the stub was refused too: stop
+    assert "dead-letter stub" in str(deliveries.fatal)
+    assert batch.pending == 1  # never counted as delivered
+
+
+def test_transient_failures_are_retried_until_delivered() -> None:
+    from stream_infer.offsets import Batch
+
+    timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
+    deliveries, fake = _deliveries([timeout, timeout, None])
+    batch = Batch(1, [_Rec(b"{}")])
+    deliveries.predictions_for(batch, [0], [b"p"])
+    _drain(deliveries)
+    assert [t for t, *_ in fake.sent] == ["out", "out", "out"]
+    assert batch.pending == 0 and deliveries.fatal is None
+    assert deliveries.acked_predictions == 1
+
+
+def test_an_unknown_error_is_retried_a_few_times_then_rejected() -> None:
+    unknown = KafkaError(KafkaError.INVALID_PRODUCER_EPOCH)  # not in any list
+    assert [verdict(unknown, n) for n in (0, 7, 8)] == ["retry", "retry", "reject"]
