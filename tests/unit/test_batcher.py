@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from stream_infer.batcher import MicroBatcher
+from tests.records import Record
 
 
 class _Source:
@@ -62,17 +63,6 @@ def test_zero_wait_takes_what_is_there() -> None:
     assert src.calls[1] == (99, 0)
 
 
-class _Rec:
-    def __init__(self, partition: int, offset: int) -> None:
-        self.p, self.o = partition, offset
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return self.p
-
-
 class _Log:
     """Rebalance log of a consumer whose partition 1 is revoked during the second call."""
 
@@ -91,15 +81,18 @@ def test_records_fetched_before_their_partition_was_revoked_are_dropped() -> Non
     log = _Log()
     calls = {"n": 0}
 
-    def consume(n: int, timeout: float) -> list[_Rec]:
+    def consume(n: int, timeout: float) -> list[Record]:
         calls["n"] += 1
         if calls["n"] == 1:
-            return [_Rec(0, 10), _Rec(1, 20)]
+            return [Record(10, 0, "t"), Record(20, 1, "t")]
         if calls["n"] > 2:
             return []
         log.serial += 1  # a revoke of partition 1 runs inside this call ...
         log.revoked.append((log.serial, {("t", 1)}))
-        return [_Rec(0, 11), _Rec(1, 5)]  # ... then a fresh assignment restarts it at 5
+        return [
+            Record(11, 0, "t"),
+            Record(5, 1, "t"),
+        ]  # ... then a fresh assignment restarts it at 5
 
     batch = MicroBatcher(consume, max_size=4, max_wait_ms=50, rebalances=log).next_batch()
-    assert [(r.p, r.o) for r in batch] == [(0, 10), (0, 11), (1, 5)]
+    assert [(r.partition(), r.offset()) for r in batch] == [(0, 10), (0, 11), (1, 5)]

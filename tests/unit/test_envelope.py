@@ -15,35 +15,7 @@ from stream_infer.errors import InferenceError, ValidationError
 from stream_infer.model import Model
 from tests.models import event as _ev
 from tests.models import loaded as _model
-
-
-class _Rec:
-    """Stands in for a consumed record where the codec only reads fields."""
-
-    def __init__(self, offset: int, headers: list | None = None) -> None:
-        self._offset = offset
-        self._headers = headers
-
-    def topic(self) -> str:
-        return "events"
-
-    def partition(self) -> int:
-        return 2
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_764_000_000_000 + self._offset)
-
-    def key(self) -> bytes:
-        return b"k%d" % self._offset
-
-    def value(self) -> bytes:
-        return b"v"
-
-    def headers(self) -> list | None:
-        return self._headers
+from tests.records import Record
 
 
 def test_predictions_match_onnxruntime_row_alone(linear: Model, linear_model: Path) -> None:
@@ -52,7 +24,7 @@ def test_predictions_match_onnxruntime_row_alone(linear: Model, linear_model: Pa
     decoded = Decoder(linear.signature).decode([_ev(r.tolist(), id=i) for i, r in enumerate(rows)])
     group = decoded.groups[0]
     outputs = linear.predict(group.feeds)
-    records = [_Rec(100 + i) for i in range(64)]
+    records = [Record(100 + i, 2, timestamp_=1_764_000_000_100 + i) for i in range(64)]
     payloads = Encoder("lin", "7", linear.signature.outputs).encode(records, group, outputs)
     alone = ort.InferenceSession(str(linear_model), providers=["CPUExecutionProvider"])
     for i, payload in enumerate(payloads):
@@ -77,7 +49,12 @@ def test_misaligned_outputs_are_reported() -> None:
 
 
 def test_dead_letter_headers_keep_originals_and_replace_stale_dlq_headers() -> None:
-    rec = _Rec(42, headers=[("trace", b"abc"), ("dlq.error.stage", b"old"), ("empty", None)])
+    rec = Record(
+        42,
+        2,
+        timestamp_=1_764_000_000_042,
+        headers_=[("trace", b"abc"), ("dlq.error.stage", b"old"), ("empty", None)],
+    )
     headers = dead_letter_headers(
         rec,
         "validate",
@@ -132,7 +109,7 @@ def test_sequence_outputs_are_written_per_row(tmp_path: Path) -> None:
     decoded = Decoder(model.signature).decode([_ev(row.tolist()) for row in x[:3]])
     outputs = model.predict(decoded.groups[0].feeds)
     payloads = Encoder("iris", "1", model.signature.outputs).encode(
-        [_Rec(i) for i in range(3)], decoded.groups[0], outputs
+        [Record(i) for i in range(3)], decoded.groups[0], outputs
     )
     for i, payload in enumerate(payloads):
         doc = orjson.loads(payload)["outputs"]

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from stream_infer.offsets import Batch, OffsetTracker
-
-
-class _Rec:
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
-        self._t, self._p, self._o = topic, partition, offset
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
+from tests.records import Record
 
 
 def _batch(seq: int, *records: tuple[str, int, int]) -> Batch:
-    return Batch(seq, [_Rec(*r) for r in records])
+    return Batch(seq, [Record(o, p, t) for t, p, o in records])
 
 
 def _ack_all(batch: Batch) -> None:

@@ -6,6 +6,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from stream_infer.producer import verdict
+from tests.records import Record
 
 
 @pytest.mark.parametrize(
@@ -77,32 +78,6 @@ class _Scripted:
         return len(self.queue)
 
 
-class _Rec:
-    def __init__(self, value: bytes, key: bytes | None = b"k", headers: list | None = None) -> None:
-        self._v, self._k, self._h = value, key, headers
-
-    def topic(self) -> str:
-        return "in"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return 7
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1)
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def value(self) -> bytes:
-        return self._v
-
-    def headers(self) -> list | None:
-        return self._h
-
-
 def _deliveries(errors: list[KafkaError | None]):
     from stream_infer.producer import Deliveries
 
@@ -128,7 +103,7 @@ def test_a_too_large_prediction_becomes_a_dead_letter_then_a_final_stub() -> Non
 
     big = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
     deliveries, fake = _deliveries([big, big, big])
-    batch = Batch(1, [_Rec(b"x" * 5000, headers=[("trace", b"1")])])
+    batch = Batch(1, [Record(7, value_=b"x" * 5000, headers_=[("trace", b"1")])])
     deliveries.predictions_for(batch, [0], [b"prediction"])
     _drain(deliveries)
     topics = [t for t, *_ in fake.sent]
@@ -147,7 +122,7 @@ def test_transient_failures_are_retried_until_delivered() -> None:
 
     timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
     deliveries, fake = _deliveries([timeout, timeout, None])
-    batch = Batch(1, [_Rec(b"{}")])
+    batch = Batch(1, [Record(7, value_=b"{}")])
     deliveries.predictions_for(batch, [0], [b"p"])
     _drain(deliveries)
     assert [t for t, *_ in fake.sent] == ["out", "out", "out"]
