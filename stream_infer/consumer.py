@@ -67,7 +67,6 @@ class InputConsumer:
         self.paused = False
         self.fatal: BaseException | None = None
         self.commit_failures: list[tuple[list[TP], KafkaError]] = []
-        self.joined = False
         # Every assign/revoke/lost bumps the serial; revokes are logged with it so the
         # batcher can drop records it fetched before their partition changed hands.
         self._serial = 0
@@ -119,7 +118,6 @@ class InputConsumer:
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._bump()
         consumer.incremental_assign(partitions)
-        self.joined = True
         if partitions and self.paused:
             consumer.pause(partitions)  # new partitions join the backpressure
         log.info(
@@ -204,16 +202,9 @@ class InputConsumer:
                     failed[0].error,
                 )
 
-    def assignment(self) -> list[TP]:
-        return _tps(self._client.assignment())
-
     def close(self) -> None:
         """Leave the group (the final revoke runs the revoke hook first)."""
         self._client.close()
-
-    @property
-    def client(self) -> Consumer:
-        return self._client
 
 
 def check_topics(

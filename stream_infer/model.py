@@ -61,10 +61,6 @@ class InputSpec:
         """``f``/``i``/``u`` numeric, ``b`` boolean, ``O`` string: what JSON values fit."""
         return self.dtype.kind
 
-    @property
-    def static(self) -> bool:
-        return all(d is not None for d in self.shape)
-
     def fits(self, shape: tuple[int, ...]) -> bool:
         if len(shape) != len(self.shape):
             return False

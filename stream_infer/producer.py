@@ -134,6 +134,12 @@ class OutputProducer:
         return len(self._client)
 
 
+def _origin(batch: Batch, i: int) -> str:
+    """Where row ``i`` of ``batch`` came from, as ``topic[partition]@offset``."""
+    rec = batch.records[i]
+    return where(rec.topic(), rec.partition(), rec.offset())
+
+
 # One record to (re)produce: batch, row, kind, topic, value, key, headers.
 _Pending = tuple[Batch, int, int, str, Any, Any, Headers | None]
 
@@ -201,12 +207,7 @@ class Deliveries:
             rec, stage, error_class(exc), str(exc),
             group=self._group, model_version=self._model_version, worker=self._worker,
         )  # fmt: skip
-        log.warning(
-            "dead-lettering %s (%s): %s",
-            where(rec.topic(), rec.partition(), rec.offset()),
-            stage,
-            exc,
-        )
+        log.warning("dead-lettering %s (%s): %s", _origin(batch, i), stage, exc)
         batch.dead_letter_headers[i] = headers  # delivery reports do not carry headers
         self._send((batch, i, DEAD_LETTER, self._dlq, rec.value(), rec.key(), headers))
 
@@ -214,15 +215,16 @@ class Deliveries:
 
     def _refused(self, batch: Batch, i: int, kind: int, err: KafkaError) -> None:
         """A record the client or the broker will never take as it is."""
-        rec = batch.records[i]
-        origin = where(rec.topic(), rec.partition(), rec.offset())
         if kind == PREDICTION:
             self.dead_letter(batch, i, "produce", ProduceError("prediction rejected", err))
         elif kind == DEAD_LETTER and err.code() in _TOO_LARGE:
             self._stub(batch, i, err)
         else:
-            what = "dead-letter stub" if kind == STUB else "dead letter"
-            self._fail(ProduceError(f"{what} for {origin} cannot be delivered", err))
+            self._undeliverable(batch, i, kind, err)
+
+    def _undeliverable(self, batch: Batch, i: int, kind: int, err: KafkaError) -> None:
+        what = ("prediction", "dead letter", "dead-letter stub")[kind]
+        self._fail(ProduceError(f"{what} for {_origin(batch, i)} cannot be delivered", err))
 
     def _stub(self, batch: Batch, i: int, err: KafkaError) -> None:
         """A dead letter too large for its topic: keep the why and where, cut the rest.
@@ -252,10 +254,7 @@ class Deliveries:
         if key is not None and len(key) > _STUB_VALUE_BYTES:
             headers.append(("dlq.key.size", str(len(key)).encode()))
             key = key[:_STUB_VALUE_BYTES]
-        log.error(
-            "dead letter for %s is too large; sending a stub",
-            where(rec.topic(), rec.partition(), rec.offset()),
-        )
+        log.error("dead letter for %s is too large; sending a stub", _origin(batch, i))
         cut = value[:_STUB_VALUE_BYTES] if value is not None else None
         batch.dead_letter_headers[i] = headers
         self._send((batch, i, STUB, self._dlq, cut, key, headers))
@@ -274,20 +273,15 @@ class Deliveries:
         if fate == "retry":
             self._attempts[key] = attempt + 1
             delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
-            rec = batch.records[i]
             log.warning(
                 "delivery for %s failed (attempt %d), retrying in %.2fs: %s",
-                where(rec.topic(), rec.partition(), rec.offset()), attempt + 1, delay,
-                kafka_error_text(err),
+                _origin(batch, i), attempt + 1, delay, kafka_error_text(err),
             )  # fmt: skip
             self._retries.append((time.monotonic() + delay, item))
         elif fate == "reject":
             self._refused(batch, i, kind, err)
         else:
-            rec = batch.records[i]
-            what = ("prediction", "dead letter", "dead-letter stub")[kind]
-            origin = where(rec.topic(), rec.partition(), rec.offset())
-            self._fail(ProduceError(f"{what} for {origin} cannot be delivered", err))
+            self._undeliverable(batch, i, kind, err)
 
     def _ack(self, batch: Batch, i: int, kind: int, err: KafkaError | None, msg: Any) -> None:
         if err is None:
