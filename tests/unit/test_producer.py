@@ -37,20 +37,6 @@ def test_fatal_flag_wins() -> None:
     assert verdict(KafkaError(KafkaError._MSG_TIMED_OUT, fatal=True)) == "fatal"
 
 
-class _Msg:
-    def __init__(self, topic: str, value: object, key: object) -> None:
-        self._t, self._v, self._k = topic, value, key
-
-    def topic(self) -> str:
-        return self._t
-
-    def value(self) -> object:
-        return self._v
-
-    def key(self) -> object:
-        return self._k
-
-
 class _Scripted:
     """Stands in for librdkafka's queue: each produce is answered at the next poll,
     with the next scripted error (None = delivered). No broker behaviour is claimed."""
@@ -58,11 +44,11 @@ class _Scripted:
     def __init__(self, errors: list[KafkaError | None]) -> None:
         self.errors = errors
         self.sent: list[tuple[str, object, object, object]] = []
-        self.queue: list[tuple[object, _Msg]] = []
+        self.queue: list[tuple[object, Record]] = []
 
     def produce(self, topic, value, key, on_delivery, headers=None) -> None:
         self.sent.append((topic, value, key, headers))
-        self.queue.append((on_delivery, _Msg(topic, value, key)))
+        self.queue.append((on_delivery, Record(topic_=topic, value_=value, key_=key)))
 
     def poll(self, timeout: float = 0.0) -> int:
         queue, self.queue = self.queue, []
