@@ -124,7 +124,11 @@ def test_broker_stop_and_start_mid_stream_loses_nothing(
     with running(settings) as worker:
         feeder.start()
         wait_for(lambda: worker.counts()[0] >= 1_500, 60, "predictions before the outage", worker)
-        stop_broker(data)
+        # A crash (SIGKILL), not a controlled shutdown: during a controlled shutdown a
+        # single-node broker answers with leader -1 for every partition, and librdkafka
+        # 2.16 then leaves those partitions without a leader for good (an open upstream
+        # bug, confluentinc/librdkafka#5430), so its clients stall until restarted.
+        stop_broker(data, kill=True)
         time.sleep(4)  # the outage itself: the broker stays down this long
         start_broker(port, data)
         feeder.join(180)
