@@ -5,7 +5,7 @@ input topic on the same local broker, in the same run, and writes one prediction
 The clock runs from the moment the contender has joined its group until its last prediction
 is acknowledged. Contenders:
 
-- ``stream-infer``: the worker (``stream_infer.worker.Worker``), default settings;
+- ``stream-infer``: the worker (``stream_infer.runtimes.worker.Worker``), default settings;
 - ``naive``: poll one message, predict one row, produce, flush, commit (the loop people write);
 - ``hand-batched``: consume 512, predict row by row, produce all, flush, commit once.
 
@@ -31,10 +31,10 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from stream_infer.config import Settings
-from stream_infer.demo import demo_events, train_demo_model
-from stream_infer.devbroker import free_port, start_broker, stop_broker
-from stream_infer.topics import TopicDecl, apply_topics
-from stream_infer.worker import Worker
+from stream_infer.runtimes.worker import Worker
+from stream_infer.tools.demo import demo_events, train_demo_model
+from stream_infer.tools.devbroker import free_port, start_broker, stop_broker
+from stream_infer.tools.topics import TopicDecl, apply_topics
 
 PARTITIONS = 6
 

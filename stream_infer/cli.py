@@ -71,7 +71,7 @@ def run(
     settings = _settings(config)
     if runtime == "faust":
         _not_implemented("--runtime faust")
-    from stream_infer.worker import Worker
+    from stream_infer.runtimes.worker import Worker
 
     worker = Worker(settings)
     signals = {"count": 0}
@@ -98,7 +98,7 @@ def topics_apply(
     ] = None,
 ) -> None:
     """Create missing topics, add partitions, set configs; never deletes. Safe to re-run."""
-    from stream_infer.topics import apply_topics, default_topics_dir, load_declarations
+    from stream_infer.tools.topics import apply_topics, default_topics_dir, load_declarations
 
     settings = _settings(config)
     folder = directory or default_topics_dir()
@@ -132,7 +132,7 @@ def produce(
     ] = None,
 ) -> None:
     """Send events: JSON lines (file/stdin), the demo dataset, or generated rows for the model."""
-    from stream_infer.loadgen import (
+    from stream_infer.tools.loadgen import (
         demo_value_events,
         generated_events,
         line_events,
@@ -149,7 +149,7 @@ def produce(
     elif demo:
         events = demo_value_events(loop)
     else:
-        from stream_infer.model import load_model
+        from stream_infer.inference.model import load_model
 
         if count is None:
             raise typer.BadParameter("generated events need --count", param_hint="--count")
@@ -178,7 +178,7 @@ def consume(
     ] = 5.0,
 ) -> None:
     """Print a topic as JSON lines (value parsed, headers decoded); joins no consumer group."""
-    from stream_infer.tail import decode_record, tail
+    from stream_infer.tools.tail import decode_record, tail
 
     settings = _settings(config)
     target = topic or settings.topics.output
@@ -191,7 +191,7 @@ def consume(
 @app.command()
 def lag(config: ConfigOpt = None) -> None:
     """Lag of the worker group on every partition of the input topics."""
-    from stream_infer.lag import group_lag
+    from stream_infer.ops.lag import group_lag
 
     settings = _settings(config)
     rows = group_lag(settings.kafka.base(), settings.kafka.group_id, settings.topics.inputs)
@@ -228,7 +228,7 @@ DataDirOpt = Annotated[
 @broker_app.command("start")
 def broker_start(port: PortOpt = 9092, data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     """Start the broker; returns once 127.0.0.1:PORT accepts Kafka requests."""
-    from stream_infer.devbroker import start_broker
+    from stream_infer.tools.devbroker import start_broker
 
     status = start_broker(port, data_dir)
     typer.echo(
@@ -239,7 +239,7 @@ def broker_start(port: PortOpt = 9092, data_dir: DataDirOpt = DEFAULT_DATA_DIR) 
 @broker_app.command("stop")
 def broker_stop(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     """Stop the broker of DATA_DIR (SIGTERM, then SIGKILL after 30 s)."""
-    from stream_infer.devbroker import stop_broker
+    from stream_infer.tools.devbroker import stop_broker
 
     typer.echo("broker stopped" if stop_broker(data_dir) else "no broker was running")
 
@@ -247,7 +247,7 @@ def broker_stop(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
 @broker_app.command("status")
 def broker_status_cmd(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     """Say whether the broker of DATA_DIR runs and answers; exit 1 when it does not."""
-    from stream_infer.devbroker import broker_status
+    from stream_infer.tools.devbroker import broker_status
 
     st = broker_status(data_dir)
     if not st.running:
@@ -264,7 +264,7 @@ def broker_status_cmd(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
 @broker_app.command("classpath")
 def broker_classpath() -> None:
     """Print the Kafka classpath, for Kafka's own console tools (see the README)."""
-    from stream_infer.devbroker import classpath
+    from stream_infer.tools.devbroker import classpath
 
     typer.echo(classpath())
 
@@ -286,7 +286,7 @@ def dev(
     keep_broker: Annotated[bool, typer.Option(help="Leave the broker running on exit.")] = False,
 ) -> None:
     """Everything locally: broker, topics, demo model, worker and demo producer."""
-    from stream_infer.devloop import run_dev
+    from stream_infer.tools.devloop import run_dev
 
     settings = _settings(config)
     run_dev(

@@ -39,7 +39,7 @@ def dynamic_model(model_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_model(model_dir: Path) -> Path:
     """The real demo classifier, trained afresh (the committed file is not trusted blindly)."""
-    from stream_infer.demo import train_demo_model
+    from stream_infer.tools.demo import train_demo_model
 
     path = model_dir / "demo.onnx"
     accuracy = train_demo_model(path)

@@ -10,7 +10,7 @@ import orjson
 from onnx import TensorProto, helper, numpy_helper
 
 from stream_infer.config import ModelSettings
-from stream_infer.model import Model, load_model
+from stream_infer.inference.model import Model, load_model
 
 OPSET = [helper.make_opsetid("", 17)]
 

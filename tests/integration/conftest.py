@@ -25,10 +25,10 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from stream_infer.config import Settings
-from stream_infer.devbroker import start_broker, stop_broker
-from stream_infer.tail import decode_record, tail
-from stream_infer.topics import TopicDecl, apply_topics
-from stream_infer.worker import Worker
+from stream_infer.runtimes.worker import Worker
+from stream_infer.tools.devbroker import start_broker, stop_broker
+from stream_infer.tools.tail import decode_record, tail
+from stream_infer.tools.topics import TopicDecl, apply_topics
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

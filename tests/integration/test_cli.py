@@ -13,7 +13,7 @@ import orjson
 import pytest
 import yaml
 
-from stream_infer.devbroker import classpath
+from stream_infer.tools.devbroker import classpath
 from tests.conftest import free_port
 from tests.integration.conftest import ROOT, read, running, unique
 

@@ -18,8 +18,8 @@ import onnxruntime as ort
 import orjson
 import pytest
 
-from stream_infer.devbroker import start_broker, stop_broker
-from stream_infer.lag import group_lag
+from stream_infer.ops.lag import group_lag
+from stream_infer.tools.devbroker import start_broker, stop_broker
 from tests.conftest import free_port
 from tests.integration.conftest import (
     Feeder,
@@ -99,7 +99,7 @@ def test_broker_stop_and_start_mid_stream_loses_nothing(
     own_broker, make_model, tmp_path: Path
 ) -> None:
     from stream_infer.config import Settings
-    from stream_infer.topics import TopicDecl, apply_topics
+    from stream_infer.tools.topics import TopicDecl, apply_topics
 
     bootstrap, port, data = own_broker
     names = {"inputs": ["in-restart"], "output": "out-restart", "dead_letter": "dlq-restart"}

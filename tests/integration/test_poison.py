@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 
 from stream_infer.errors import ProduceError
-from stream_infer.lag import group_lag
-from stream_infer.worker import Worker
+from stream_infer.ops.lag import group_lag
+from stream_infer.runtimes.worker import Worker
 from tests.integration.conftest import read, running, send
 
 GOOD = [1.0, 2.0, 3.0, 4.0]

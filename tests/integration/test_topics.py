@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from stream_infer.topics import TopicDecl, apply_topics
+from stream_infer.tools.topics import TopicDecl, apply_topics
 from tests.integration.conftest import ROOT, unique
 
 
@@ -118,7 +118,7 @@ def test_a_config_kafka_rejects_names_the_topic(kafka: str) -> None:
 
 def test_repo_declarations_cover_the_default_config() -> None:
     from stream_infer.config import Settings
-    from stream_infer.topics import load_declarations
+    from stream_infer.tools.topics import load_declarations
 
     names = {d.name for d in load_declarations(ROOT / "topics")}
     s = Settings()

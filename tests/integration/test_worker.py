@@ -9,14 +9,14 @@ import onnxruntime as ort
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from stream_infer.lag import group_lag
+from stream_infer.ops.lag import group_lag
 from tests.integration.conftest import events, read, running, send
 
 
 def test_every_event_gets_one_prediction_equal_to_onnxruntime(
     kafka, make_settings, demo_model: Path
 ) -> None:
-    from stream_infer.demo import demo_dataset
+    from stream_infer.tools.demo import demo_dataset
 
     x, _, _ = demo_dataset()
     settings = make_settings(demo_model, partitions=3)

@@ -32,7 +32,7 @@ def _local_port(bootstrap: str) -> int | None:
 
 
 def _with_poison(every: int) -> Iterator[tuple[bytes | None, bytes]]:
-    from stream_infer.loadgen import demo_value_events
+    from stream_infer.tools.loadgen import demo_value_events
 
     bad = [
         b'{"id": "poison", "features": "thirty numbers"',
@@ -48,11 +48,11 @@ def _with_poison(every: int) -> Iterator[tuple[bytes | None, bytes]]:
 def run_dev(
     settings: Settings, rate: float, duration: float, poison_every: int, keep_broker: bool
 ) -> None:
-    from stream_infer.demo import DEMO_MODEL_PATH, train_demo_model
-    from stream_infer.devbroker import _reachable, start_broker, stop_broker
-    from stream_infer.loadgen import produce_events
-    from stream_infer.topics import apply_topics, default_topics_dir, load_declarations
-    from stream_infer.worker import Worker
+    from stream_infer.runtimes.worker import Worker
+    from stream_infer.tools.demo import DEMO_MODEL_PATH, train_demo_model
+    from stream_infer.tools.devbroker import _reachable, start_broker, stop_broker
+    from stream_infer.tools.loadgen import produce_events
+    from stream_infer.tools.topics import apply_topics, default_topics_dir, load_declarations
 
     say = typer.echo
     port = _local_port(settings.kafka.bootstrap_servers)

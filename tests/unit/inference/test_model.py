@@ -11,7 +11,7 @@ import pytest
 
 from stream_infer.config import ModelSettings
 from stream_infer.errors import ModelError
-from stream_infer.model import CPU, CUDA, load_model
+from stream_infer.inference.model import CPU, CUDA, load_model
 from tests.conftest import has_gpu
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import orjson
 
 from stream_infer.errors import KafkaClientError
+from stream_infer.inference.model import Signature
 from stream_infer.logging import get_logger
-from stream_infer.model import Signature
 
 __all__ = ["generated_events", "line_events", "produce_events"]
 
@@ -42,7 +42,7 @@ def line_events(stream: IO[bytes], key_field: str | None = None) -> Iterator[Eve
 
 
 def demo_value_events(loop: bool) -> Iterator[Event]:
-    from stream_infer.demo import demo_events
+    from stream_infer.tools.demo import demo_events
 
     for key, event in demo_events(loop=loop):
         yield key, orjson.dumps(event)

@@ -230,7 +230,7 @@ def _session_options(ort: Any, settings: ModelSettings) -> Any:
 
 def _provider_options(provider: str) -> list[Any]:
     if provider == TRT:
-        from stream_infer.devbroker import cache_root
+        from stream_infer.tools.devbroker import cache_root
 
         engine_cache = cache_root() / "tensorrt"
         engine_cache.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from stream_infer.errors import DecodeError, RecordError, ValidationError
-from stream_infer.model import InputSpec, Signature
+from stream_infer.inference.model import InputSpec, Signature
 
 __all__ = ["Decoded", "Decoder", "Rows"]
 

@@ -15,8 +15,8 @@ from confluent_kafka.admin import AdminClient
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from stream_infer.errors import CommitError, KafkaClientError, StreamInferError, kafka_error_text
+from stream_infer.kafka.offsets import TopicPartition as TP
 from stream_infer.logging import get_logger, where
-from stream_infer.offsets import TopicPartition as TP
 
 __all__ = ["InputConsumer", "check_topics"]
 

@@ -58,8 +58,8 @@ def default_topics_dir() -> Path:
     local = Path("topics")
     if local.is_dir():
         return local
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "topics", here / "_topics"):
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package.parent / "topics", package / "_topics"):
         if candidate.is_dir():
             return candidate
     return local

@@ -9,10 +9,10 @@ import onnxruntime as ort
 import orjson
 import pytest
 
-from stream_infer.codec import Decoder
-from stream_infer.envelope import Encoder, dead_letter_headers, error_class
 from stream_infer.errors import InferenceError, ValidationError
-from stream_infer.model import Model
+from stream_infer.inference.codec import Decoder
+from stream_infer.inference.envelope import Encoder, dead_letter_headers, error_class
+from stream_infer.inference.model import Model
 from tests.models import event as _ev
 from tests.models import loaded as _model
 from tests.records import Record

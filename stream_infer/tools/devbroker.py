@@ -43,8 +43,8 @@ _READY_FILE = ".complete"
 
 def recipe_dir() -> Path:
     """``deploy/kafka`` of a source checkout, else the copy packed into the wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "deploy" / "kafka", here / "_kafka"):
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package.parent / "deploy" / "kafka", package / "_kafka"):
         if (candidate / "pom.xml").is_file():
             return candidate
     raise BrokerError("the Kafka recipe (deploy/kafka/pom.xml) is missing from this installation")

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from stream_infer.codec import Rows
 from stream_infer.errors import Stage
+from stream_infer.inference.codec import Rows
 
 __all__ = ["Encoder", "Headers", "SourceRecord", "dead_letter_headers", "error_class"]
 

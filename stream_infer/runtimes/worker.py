@@ -16,17 +16,17 @@ from typing import Any
 from confluent_kafka import KafkaError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from stream_infer.batcher import MicroBatcher
-from stream_infer.codec import Decoder
 from stream_infer.config import Settings
-from stream_infer.consumer import InputConsumer, check_topics
-from stream_infer.envelope import Encoder
 from stream_infer.errors import CommitError, ConfigError
+from stream_infer.inference.codec import Decoder
+from stream_infer.inference.envelope import Encoder
+from stream_infer.inference.model import Model, load_model
+from stream_infer.kafka.batcher import MicroBatcher
+from stream_infer.kafka.consumer import InputConsumer, check_topics
+from stream_infer.kafka.offsets import Batch, OffsetTracker, TopicPartition
+from stream_infer.kafka.producer import Deliveries, OutputProducer
 from stream_infer.logging import get_logger
-from stream_infer.model import Model, load_model
-from stream_infer.offsets import Batch, OffsetTracker, TopicPartition
-from stream_infer.pipeline import InferenceStage
-from stream_infer.producer import Deliveries, OutputProducer
+from stream_infer.runtimes.pipeline import InferenceStage
 
 __all__ = ["Worker", "WorkerStats"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_infer.offsets import Batch, OffsetTracker
+from stream_infer.kafka.offsets import Batch, OffsetTracker
 from tests.records import Record
 
 

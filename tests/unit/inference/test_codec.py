@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from stream_infer.codec import Decoder, Rows
 from stream_infer.errors import DecodeError, ValidationError
-from stream_infer.model import Model
+from stream_infer.inference.codec import Decoder, Rows
+from stream_infer.inference.model import Model
 from tests.models import event as _ev
 from tests.models import loaded as _model
 

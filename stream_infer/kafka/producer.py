@@ -31,10 +31,10 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from stream_infer.envelope import Headers, SourceRecord, dead_letter_headers, error_class
 from stream_infer.errors import ProduceError, Stage, kafka_error_text
+from stream_infer.inference.envelope import Headers, SourceRecord, dead_letter_headers, error_class
+from stream_infer.kafka.offsets import Batch
 from stream_infer.logging import get_logger, where
-from stream_infer.offsets import Batch
 
 __all__ = ["Deliveries", "OutputProducer", "verdict"]
 

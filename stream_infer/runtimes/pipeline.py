@@ -18,13 +18,13 @@ import queue
 import threading
 from typing import Any
 
-from stream_infer.codec import Decoded, Rows
-from stream_infer.envelope import Encoder
 from stream_infer.errors import InferenceError
+from stream_infer.inference.codec import Decoded, Rows
+from stream_infer.inference.envelope import Encoder
+from stream_infer.inference.model import Model
+from stream_infer.kafka.offsets import Batch
+from stream_infer.kafka.producer import Deliveries
 from stream_infer.logging import get_logger
-from stream_infer.model import Model
-from stream_infer.offsets import Batch
-from stream_infer.producer import Deliveries
 
 __all__ = ["InferenceStage", "split_rows"]
 

@@ -8,13 +8,13 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_infer.codec import Decoder
 from stream_infer.config import ModelSettings
-from stream_infer.envelope import Encoder
 from stream_infer.errors import InferenceError
-from stream_infer.model import load_model
-from stream_infer.offsets import Batch
-from stream_infer.pipeline import InferenceStage, split_rows
+from stream_infer.inference.codec import Decoder
+from stream_infer.inference.envelope import Encoder
+from stream_infer.inference.model import load_model
+from stream_infer.kafka.offsets import Batch
+from stream_infer.runtimes.pipeline import InferenceStage, split_rows
 
 
 def _stage(path: Path, warmup: bool = True) -> tuple[InferenceStage, Decoder]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from stream_infer.batcher import MicroBatcher
+from stream_infer.kafka.batcher import MicroBatcher
 from tests.records import Record
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError
 
-from stream_infer.producer import verdict
+from stream_infer.kafka.producer import verdict
 from tests.records import Record
 
 
@@ -65,7 +65,7 @@ class _Scripted:
 
 
 def _deliveries(errors: list[KafkaError | None]):
-    from stream_infer.producer import Deliveries
+    from stream_infer.kafka.producer import Deliveries
 
     fake = _Scripted(errors)
     return Deliveries(fake, "out", "dlq", "g", "1", "w"), fake  # type: ignore[arg-type]
@@ -74,7 +74,7 @@ def _deliveries(errors: list[KafkaError | None]):
 @pytest.fixture(autouse=True)
 def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries come due at once, so the decisions can be stepped through without waiting."""
-    monkeypatch.setattr("stream_infer.producer._RETRY_BACKOFF_S", (0.0,))
+    monkeypatch.setattr("stream_infer.kafka.producer._RETRY_BACKOFF_S", (0.0,))
 
 
 def _drain(deliveries, rounds: int = 20) -> None:
@@ -85,7 +85,7 @@ def _drain(deliveries, rounds: int = 20) -> None:
 
 
 def test_a_too_large_prediction_becomes_a_dead_letter_then_a_final_stub() -> None:
-    from stream_infer.offsets import Batch
+    from stream_infer.kafka.offsets import Batch
 
     big = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
     deliveries, fake = _deliveries([big, big, big])
@@ -104,7 +104,7 @@ def test_a_too_large_prediction_becomes_a_dead_letter_then_a_final_stub() -> Non
 
 
 def test_transient_failures_are_retried_until_delivered() -> None:
-    from stream_infer.offsets import Batch
+    from stream_infer.kafka.offsets import Batch
 
     timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
     deliveries, fake = _deliveries([timeout, timeout, None])

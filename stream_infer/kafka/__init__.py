@@ -1,0 +1,1 @@
+"""Kafka clients and their books: consumer, producer and deliveries, offsets, micro-batching."""
