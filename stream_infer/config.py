@@ -29,6 +29,7 @@ __all__ = [
     "ProcessingSettings",
     "Settings",
     "TopicsSettings",
+    "cache_root",
     "load_settings",
 ]
 
@@ -261,6 +262,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"config file {path} must hold a mapping of sections, not {type(data).__name__}"
         )
     return data
+
+
+def cache_root() -> Path:
+    """Where downloaded and derived artefacts live (Kafka jars, TensorRT engines).
+
+    Outside the repository and the image layers, so they survive a fresh clone;
+    ``STREAM_INFER_CACHE_DIR`` moves it (a volume in a container).
+    """
+    explicit = os.environ.get("STREAM_INFER_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stream-infer"
 
 
 # Variables of the prefix that are not configuration: the tooling's own.

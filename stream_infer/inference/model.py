@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_infer.config import ModelSettings
+from stream_infer.config import ModelSettings, cache_root
 from stream_infer.errors import InferenceError, ModelError
 from stream_infer.logging import get_logger
 
@@ -230,8 +230,6 @@ def _session_options(ort: Any, settings: ModelSettings) -> Any:
 
 def _provider_options(provider: str) -> list[Any]:
     if provider == TRT:
-        from stream_infer.tools.devbroker import cache_root
-
         engine_cache = cache_root() / "tensorrt"
         engine_cache.mkdir(parents=True, exist_ok=True)
         trt_opts = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(engine_cache)}

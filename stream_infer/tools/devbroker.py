@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream_infer.config import cache_root
 from stream_infer.errors import BrokerError
 
 __all__ = [
@@ -48,14 +49,6 @@ def recipe_dir() -> Path:
         if (candidate / "pom.xml").is_file():
             return candidate
     raise BrokerError("the Kafka recipe (deploy/kafka/pom.xml) is missing from this installation")
-
-
-def cache_root() -> Path:
-    explicit = os.environ.get("STREAM_INFER_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "stream-infer"
 
 
 def fetch_jars(quiet: bool = True) -> Path:
