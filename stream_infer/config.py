@@ -22,11 +22,13 @@ from stream_infer.errors import ConfigError
 
 __all__ = [
     "BatchingSettings",
+    "HealthSettings",
     "KafkaSettings",
     "LoggingSettings",
     "MetricsSettings",
     "ModelSettings",
     "ProcessingSettings",
+    "ScalingSettings",
     "Settings",
     "TopicsSettings",
     "cache_root",
@@ -41,6 +43,7 @@ ClientProps = dict[str, str | int | float | bool]
 _RESERVED_COMMON = {"bootstrap.servers"}
 _RESERVED_CONSUMER = {
     "group.id",
+    "group.instance.id",  # from processing.worker_id, when set
     "enable.auto.commit",
     "enable.auto.offset.store",
     "enable.partition.eof",
@@ -90,12 +93,14 @@ class KafkaSettings(_Section):
         """Properties every client gets: servers plus the shared security settings."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.common}
 
-    def consumer_config(self, client_id: str) -> dict[str, Any]:
+    def consumer_config(self, client_id: str, instance_id: str | None = None) -> dict[str, Any]:
         """The worker's consumer: manual commits, cooperative rebalancing.
 
         Offsets are committed by the worker itself, and only for work whose
         outputs the broker acknowledged, so librdkafka must never commit or
-        store on its own.
+        store on its own. With ``instance_id`` the member is static (KIP-345):
+        a restart under the same id takes its partitions back without a
+        rebalance instead of waiting for the session to time out.
         """
         conf: dict[str, Any] = {
             **self.base(),
@@ -106,6 +111,8 @@ class KafkaSettings(_Section):
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
         }
+        if instance_id is not None:
+            conf["group.instance.id"] = instance_id
         if str(self.consumer.get("group.protocol", "classic")).lower() == "classic":
             # KIP-848's 'consumer' protocol assigns on the broker and rejects this key.
             conf["partition.assignment.strategy"] = "cooperative-sticky"
@@ -197,11 +204,51 @@ class ProcessingSettings(_Section):
     )
     commit_interval_ms: int = Field(1000, ge=0, le=600_000)
     shutdown_timeout_s: float = Field(25.0, gt=0, le=600)
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1
+    )
+
+    @property
+    def static_id(self) -> str | None:
+        """The worker id when it was set on purpose: the consumer's ``group.instance.id``.
+
+        Only an id someone chose is stable across restarts; the default changes
+        with every pid, and a static member under a throwaway id would hold its
+        partitions for a whole session timeout after every crash.
+        """
+        return self.worker_id if "worker_id" in self.model_fields_set else None
 
 
 class MetricsSettings(_Section):
-    port: int = Field(8000, ge=0, le=65535)
+    """The HTTP endpoints (``/metrics``, ``/healthz``, ``/readyz``) and how fresh the lag is."""
+
+    port: int = Field(8000, ge=0, le=65535, description="0 = any free port (logged)")
+    address: str = Field("0.0.0.0", min_length=1, description="interface to bind")
+    # SPEC: the lag of every input partition is refreshed at least every 5 s.
+    lag_interval_s: float = Field(2.0, gt=0, le=5)
+
+
+class HealthSettings(_Section):
+    """When ``/healthz`` says the worker is stuck, so that an orchestrator restarts it.
+
+    Each limit is about a wait that a restart can end: a loop that stopped
+    turning, a single inference call that never returns, or outputs that the
+    broker does not acknowledge although it answers metadata requests (the
+    librdkafka leaderless-partition stall the README describes). A broker that
+    is down is not the worker's fault; it does not make the worker unhealthy.
+    """
+
+    loop_timeout_s: float = Field(60.0, gt=0, le=3600)
+    inference_timeout_s: float = Field(300.0, gt=0, le=86_400)
+    ack_timeout_s: float = Field(120.0, gt=0, le=86_400)
+
+
+class ScalingSettings(_Section):
+    """Inputs to ``stream_infer_desired_replicas`` (see the README for the formula)."""
+
+    drain_target_s: float = Field(300.0, gt=0, le=86_400, description="drain the lag within")
+    target_utilization: float = Field(0.8, gt=0, le=1, description="headroom per replica")
+    rate_window_s: float = Field(60.0, ge=5, le=3600, description="input rate averaged over")
 
 
 class LoggingSettings(_Section):
@@ -226,6 +273,8 @@ class Settings(BaseSettings):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)  # type: ignore[arg-type]
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    health: HealthSettings = Field(default_factory=HealthSettings)  # type: ignore[arg-type]
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
 
     @classmethod

@@ -157,7 +157,8 @@ class InputConsumer:
                 err = m.error()
                 if err is None:
                     continue
-                if err.fatal():
+                # A fatal error reaches the queue as code _FATAL, without the fatal flag.
+                if err.fatal() or err.code() == KafkaError._FATAL:
                     self.fatal = KafkaClientError("the consumer hit a fatal error", err)
                 level = 20 if err.code() in _TRANSIENT else 40
                 log.log(

@@ -31,6 +31,7 @@ class Batch:
     records: Sequence[Any]
     pending: int = 0
     born: float = field(default_factory=time.monotonic)
+    produced_at: float | None = None  # when its last output was handed to the producer
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     dead_letter_headers: dict[int, Any] = field(default_factory=dict)
 
@@ -87,6 +88,10 @@ class OffsetTracker:
         if any(b.done for b in opened):
             self._open = opened = deque(b for b in opened if not b.done)
         return len(opened)
+
+    def open_batches(self) -> list[Batch]:
+        """Batches not yet fully acknowledged (a copy, safe to read from another thread)."""
+        return [b for b in list(self._open) if not b.done]
 
     def oldest(self) -> Batch | None:
         """The longest-open batch still waiting for acknowledgements."""

@@ -161,6 +161,8 @@ class Deliveries:
         group: str,
         model_version: str,
         worker_id: str,
+        stage_counts: dict[str, int] | None = None,
+        on_batch_done: Callable[[Batch], None] | None = None,
     ) -> None:
         self._producer = producer
         self._output = output_topic
@@ -177,6 +179,9 @@ class Deliveries:
         self.fatal: BaseException | None = None
         self.acked_predictions = 0
         self.acked_dead_letters = 0
+        # Dead letters decided, by stage (the metrics read it); a batch once fully acknowledged.
+        self.stage_counts: dict[str, int] = {} if stage_counts is None else stage_counts
+        self._on_batch_done = on_batch_done
 
     # -- producing (any thread) ---------------------------------------------------
 
@@ -203,6 +208,7 @@ class Deliveries:
     def dead_letter(self, batch: Batch, i: int, stage: Stage, exc: BaseException) -> None:
         """Send row ``i`` of the batch, byte for byte, to the dead-letter topic."""
         rec: SourceRecord = batch.records[i]
+        self.stage_counts[stage] = self.stage_counts.get(stage, 0) + 1
         headers = dead_letter_headers(
             rec, stage, error_class(exc), str(exc),
             group=self._group, model_version=self._model_version, worker=self._worker,
@@ -292,6 +298,8 @@ class Deliveries:
                 self.acked_predictions += 1
             else:
                 self.acked_dead_letters += 1
+            if not batch.pending and self._on_batch_done is not None:
+                self._on_batch_done(batch)
             return
         headers = batch.dead_letter_headers.get(i) if kind != PREDICTION else None
         item = (batch, i, kind, msg.topic(), msg.value(), msg.key(), headers)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from stream_infer.errors import InferenceError
@@ -43,10 +45,21 @@ def split_rows(rows: Rows, at: int) -> tuple[Rows, Rows]:
 
 
 class InferenceStage:
-    def __init__(self, model: Model, encoder: Encoder, deliveries: Deliveries) -> None:
+    def __init__(
+        self,
+        model: Model,
+        encoder: Encoder,
+        deliveries: Deliveries,
+        on_call: Callable[[float | None], None] = lambda started: None,
+        on_result: Callable[[int, float], None] = lambda rows, seconds: None,
+    ) -> None:
         self._model = model
         self._encoder = encoder
         self._deliveries = deliveries
+        # Told when a model call starts (its monotonic start) and ends (None), then how
+        # many rows it ran in how many seconds: health and metrics, off the hot path.
+        self._on_call = on_call
+        self._on_result = on_result
         self._queue: queue.SimpleQueue[tuple[Batch, Decoded] | None] = queue.SimpleQueue()
         self._outstanding = 0
         self._cond = threading.Condition()
@@ -120,6 +133,16 @@ class InferenceStage:
                 )
             for i, exc in failed:
                 deliveries.dead_letter(batch, i, "inference", exc)
+        batch.produced_at = time.monotonic()
+
+    def _timed_predict(self, feeds: dict[str, Any], rows: int) -> list[Any]:
+        started = time.monotonic()
+        self._on_call(started)
+        try:
+            return self._model.predict(feeds)
+        finally:
+            self._on_call(None)
+            self._on_result(rows, time.monotonic() - started)
 
     def _infer(self, rows: Rows) -> tuple[Done, Failed]:
         """Run a group; on failure split it until the failing rows stand alone."""
@@ -135,12 +158,13 @@ class InferenceStage:
                 stack.append(one)
             stack.append(rest)
             stack.reverse()
-        predict, aligned = self._model.predict, self._encoder.misaligned
+        aligned = self._encoder.misaligned
+        predict = self._timed_predict
         while stack:
             part = stack.pop()
             n = len(part.index)
             try:
-                outputs = predict(part.feeds)
+                outputs = predict(part.feeds, n)
                 problem = aligned(outputs, n)
                 if problem:
                     raise InferenceError(problem)
@@ -148,7 +172,7 @@ class InferenceStage:
                 if n == 1:
                     # One more try alone: a transient device error must not cost a good row.
                     try:
-                        outputs = predict(part.feeds)
+                        outputs = predict(part.feeds, 1)
                         if aligned(outputs, 1) is None:
                             done.append((part, outputs))
                             continue

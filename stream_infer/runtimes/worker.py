@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from confluent_kafka import KafkaError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from stream_infer.config import Settings
-from stream_infer.errors import CommitError, ConfigError
+from stream_infer.errors import CommitError, ConfigError, KafkaClientError
 from stream_infer.inference.codec import Decoder
 from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model, load_model
@@ -26,6 +27,7 @@ from stream_infer.kafka.consumer import InputConsumer, check_topics
 from stream_infer.kafka.offsets import Batch, OffsetTracker, TopicPartition
 from stream_infer.kafka.producer import Deliveries, OutputProducer
 from stream_infer.logging import get_logger
+from stream_infer.ops.telemetry import Telemetry
 from stream_infer.runtimes.pipeline import InferenceStage
 
 __all__ = ["Worker", "WorkerStats"]
@@ -82,6 +84,7 @@ class Worker:
         self.tracker = OffsetTracker()
         self.stats = WorkerStats()
         self.ready = threading.Event()  # model loaded and group joined
+        self.telemetry = Telemetry(settings)
 
     def counts(self) -> tuple[int, int]:
         """Acknowledged predictions and dead letters so far."""
@@ -99,10 +102,11 @@ class Worker:
     # -- start-up ------------------------------------------------------------
 
     def _start(self) -> None:
-        s = self.settings
+        s, tel = self.settings, self.telemetry
         if self.model is None:
             self.model = load_model(s.model, s.batching.max_batch_size)
         model = self.model
+        tel.model_loaded(lambda: model.provider)
         check_topics(
             s.kafka.admin_config(),
             {
@@ -121,17 +125,29 @@ class Worker:
             s.kafka.group_id,
             s.model.version,
             s.processing.worker_id,
+            stage_counts=tel.metrics.dead_letters,
+            on_batch_done=lambda batch: tel.batch_acknowledged(batch.records),
         )
         encoder = Encoder(s.model.name, s.model.version, model.signature.outputs)
-        self._stage = InferenceStage(model, encoder, self._deliveries)
+        self._stage = InferenceStage(
+            model,
+            encoder,
+            self._deliveries,
+            on_call=tel.inference_call,
+            on_result=tel.inference_result,
+        )
         self._stage.start()
         self._decoder = Decoder(model.signature)
         self._consumer = InputConsumer(
-            s.kafka.consumer_config(client_id), self._assigned, self._revoked, self._lost
+            s.kafka.consumer_config(client_id, s.processing.static_id),
+            self._assigned,
+            self._revoked,
+            self._lost,
         )
+        self._instrument()
         self._consumer.subscribe(s.topics.inputs)
         self._batcher = MicroBatcher(
-            self._consumer.consume,
+            self._timed_consume,
             s.batching.max_batch_size,
             s.batching.max_wait_ms,
             self._stop.is_set,
@@ -152,14 +168,57 @@ class Worker:
             s.batching.max_wait_ms,
             s.processing.guarantee,
         )
+        log.info("metrics on %s (and /healthz, /readyz)", tel.url)
+        if s.processing.static_id:
+            log.info(
+                "static group membership as '%s': a restart under this id resumes its "
+                "partitions at once; never run two workers with the same id",
+                s.processing.static_id,
+            )
+
+    def _instrument(self) -> None:
+        """Point metrics and health at the live state (read when scraped)."""
+        tel, stats = self.telemetry, self.stats
+        metrics = tel.metrics
+        metrics.predictions = lambda: self._deliveries.acked_predictions
+        metrics.assigned = lambda: len(self.tracker.owned)
+        metrics.paused = lambda: self._consumer.paused
+        metrics.in_flight = lambda: len(self.tracker.open_batches())
+        metrics.rebalances = lambda: {
+            "assigned": stats.assigned, "revoked": stats.revoked, "lost": stats.lost
+        }  # fmt: skip
+        tel.health.oldest_unacked = self._oldest_unacked
+        tel.watch()
+
+    def _oldest_unacked(self) -> float | None:
+        """When the oldest batch whose outputs all went out, but are not all acknowledged, did."""
+        oldest = self.tracker.oldest()
+        if oldest is None or oldest.done:
+            return None
+        return oldest.produced_at
+
+    def _timed_consume(self, n: int, timeout: float) -> list[Any]:
+        """Consume, telling capacity apart from idleness: a short answer means we waited."""
+        started = time.monotonic()
+        msgs = self._consumer.consume(n, timeout)
+        if len(msgs) < n and not self._consumer.paused:
+            self.telemetry.waited(time.monotonic() - started)
+        return msgs
 
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> None:
-        self._start()
+        self.telemetry.serve()
+        try:
+            self._start()
+        except BaseException:
+            self.telemetry.close()
+            raise
         failure: BaseException | None = None
+        turned = self.telemetry.health.turned
         try:
             while not self._stop.is_set():
+                turned()
                 self._raise_fatal()
                 msgs = self._batcher.next_batch()
                 if msgs:
@@ -183,6 +242,17 @@ class Worker:
             self._consumer.fatal,
         ):
             if source is not None:
+                err = getattr(source, "error", None)
+                fenced = err is not None and (
+                    err.code() == KafkaError.FENCED_INSTANCE_ID or "group.instance.id" in str(err)
+                )
+                if fenced:
+                    raise KafkaClientError(
+                        f"another worker joined the group with processing.worker_id "
+                        f"'{self.settings.processing.worker_id}'; two live workers must never "
+                        "share an id",
+                        err,
+                    )
                 raise source
 
     def _submit(self, msgs: list[Any]) -> None:
@@ -199,11 +269,18 @@ class Worker:
         self.stats.batches += 1
         batch = Batch(self._seq, msgs)
         self.tracker.open(batch)
+        inputs = self.settings.topics.inputs
+        self.telemetry.consumed(
+            {inputs[0]: len(msgs)} if len(inputs) == 1 else Counter(m.topic() for m in msgs),
+            len(msgs),
+        )
         decoded = self._decoder.decode([m.value() for m in msgs])
         for i, exc in decoded.rejects:
             self._deliveries.dead_letter(batch, i, exc.stage, exc)
         if decoded.groups:
             self._stage.submit(batch, decoded)
+        else:
+            batch.produced_at = time.monotonic()
 
     def _warn_if_stuck(self) -> None:
         """Say so when a batch waits for acknowledgements for long: its partition is stalled."""
@@ -285,6 +362,7 @@ class Worker:
     def _assigned(self, partitions: list[TopicPartition]) -> None:
         self.stats.assigned += len(partitions)
         self.tracker.assign(partitions)
+        self.telemetry.health.joined = True
         self.ready.set()
 
     def _revoked(self, partitions: list[TopicPartition]) -> None:
@@ -306,7 +384,9 @@ class Worker:
         """
         deadline = time.monotonic() + timeout
         stage, deliveries = self._stage, self._deliveries
+        turned = self.telemetry.health.turned
         while not stage.wait_idle(0.05):
+            turned()  # waiting on inference inside a rebalance is progress, not a stall
             deliveries.serve()
             if time.monotonic() >= deadline:
                 log.warning("inference still busy after %.0fs; committing what is done", timeout)
@@ -357,6 +437,7 @@ class Worker:
         does not answer cannot hold the process past the deadline.
         """
         started = time.monotonic()
+        self.telemetry.health.stopping = True
         budget = self.settings.processing.shutdown_timeout_s
         self._stop_deadline = min(self._stop_deadline, started + budget)
         deadline = self._stop_deadline
@@ -383,4 +464,5 @@ class Worker:
             self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic())))
         except Exception as exc:  # never let cleanup hide the reason we are stopping
             log.warning("final flush failed: %s", exc)
+        self.telemetry.close()
         log.info("stopped in %.1fs", time.monotonic() - started)

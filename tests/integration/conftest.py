@@ -98,6 +98,8 @@ def make_settings(kafka: str, make_topic: Callable[..., str]) -> Callable[..., S
             "model": {"path": str(model)},
             "batching": {"max_batch_size": 64, "max_wait_ms": 5},
             "processing": {"commit_interval_ms": 200, "shutdown_timeout_s": 20},
+            # Any free port: several workers share this process or this machine.
+            "metrics": {"port": 0, "lag_interval_s": 0.5},
         }
         return Settings(**_merge(data, sections))
 

@@ -1,0 +1,157 @@
+"""One worker's operational side in one place: metrics, health, the group view, desired replicas.
+
+The worker calls a handful of methods at the points where something happens
+(a batch consumed, a model call, a batch acknowledged); everything else is read
+from its state at scrape time. Nothing here touches the worker's Kafka clients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from stream_infer.config import Settings
+from stream_infer.inference.envelope import SourceRecord
+from stream_infer.logging import get_logger
+from stream_infer.ops.group import GroupSnapshot, GroupWatcher
+from stream_infer.ops.health import Health
+from stream_infer.ops.metrics import MetricsServer, WorkerMetrics
+from stream_infer.ops.scaling import CapacityMeter, desired_replicas
+
+__all__ = ["Telemetry"]
+
+log = get_logger("ops")
+
+
+class Telemetry:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        s = settings
+        self.health = Health(s.health)
+        self.capacity = CapacityMeter()
+        self.watcher = GroupWatcher(
+            s.kafka.admin_config(),
+            s.kafka.group_id,
+            s.topics.inputs,
+            s.metrics.lag_interval_s,
+            s.scaling.rate_window_s,
+            on_refresh=self._refreshed,
+        )
+        self.health.broker_answered = lambda: self.watcher.last_ok
+        self.health.broker_fresh_s = max(10.0, 3 * s.metrics.lag_interval_s)
+        self.desired: int | None = None
+        self.metrics = WorkerMetrics(
+            group=s.kafka.group_id,
+            model=s.model.name,
+            version=s.model.version,
+            input_topics=list(s.topics.inputs),
+            health=self.health,
+            lag=self._lag,
+            lag_age=self._lag_age,
+            members=lambda: self.watcher.snapshot.members if self.watcher.snapshot else None,
+            input_rate=lambda: self.watcher.rate.rate() if self.watcher.snapshot else None,
+            capacity=lambda: self.capacity.capacity,
+            desired=lambda: self.desired,
+        )
+        self.server: MetricsServer | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Start the HTTP endpoints: before the model loads, so /readyz can say 'not yet'."""
+        m = self.settings.metrics
+        try:
+            self.server = MetricsServer(m.address, m.port, self.metrics.registry, self.health)
+        except OSError as exc:
+            from stream_infer.errors import ConfigError
+
+            raise ConfigError(
+                f"metrics.port: cannot listen on {m.address}:{m.port}: {exc.strerror}"
+            ) from None
+        self.server.start()
+
+    @property
+    def url(self) -> str:
+        """Where /metrics answers, for people (said once start-up went through)."""
+        address = self.settings.metrics.address
+        shown = "localhost" if address in ("0.0.0.0", "::") else address
+        return f"http://{shown}:{self.port}/metrics"
+
+    def watch(self) -> None:
+        self.watcher.start()
+
+    def close(self) -> None:
+        self.watcher.stop()
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def port(self) -> int | None:
+        return self.server.port if self.server is not None else None
+
+    # -- events from the worker ---------------------------------------------------
+
+    def model_loaded(self, provider: Callable[[], str]) -> None:
+        self.metrics.provider = provider
+        self.health.model_ready = True
+
+    def consumed(self, topic_counts: dict[str, int], rows: int) -> None:
+        counts = self.metrics.consumed
+        for topic, n in topic_counts.items():
+            counts[topic] = counts.get(topic, 0) + n
+        self.capacity.add(rows=rows)
+
+    def waited(self, seconds: float) -> None:
+        """The loop sat waiting for records that did not come (idle, not busy)."""
+        self.capacity.add(loop_idle_s=seconds)
+
+    def inference_call(self, started: float | None) -> None:
+        self.health.inference_started = started
+
+    def inference_result(self, rows: int, seconds: float) -> None:
+        self.metrics.observe_inference(rows, seconds)
+        self.capacity.add(infer_busy_s=seconds)
+
+    def batch_acknowledged(self, records: Sequence[SourceRecord]) -> None:
+        """Every output of a batch is acknowledged: the end-to-end latency of its events."""
+        stamps = np.fromiter(
+            (r.timestamp()[1] for r in records), dtype=np.float64, count=len(records)
+        )
+        latency = (time.time() * 1000.0 - stamps) / 1000.0
+        np.maximum(latency, 0.0, out=latency)  # a producer clock ahead of ours is not negative time
+        self.metrics.latency.observe_many(latency)
+
+    # -- the group view -------------------------------------------------------------
+
+    def _lag(self) -> list[tuple[str, int, int]]:
+        snap = self.watcher.snapshot
+        return [] if snap is None else [(p.topic, p.partition, p.lag) for p in snap.partitions]
+
+    def _lag_age(self) -> float | None:
+        snap = self.watcher.snapshot
+        return None if snap is None else time.monotonic() - snap.taken_at
+
+    def _refreshed(self, snap: GroupSnapshot) -> None:
+        s = self.settings.scaling
+        self.desired = desired_replicas(
+            input_rate=self.watcher.rate.rate(),
+            lag=snap.total_lag,
+            capacity=self.capacity.roll(),
+            partitions=len(snap.partitions),
+            members=snap.members,
+            drain_target_s=s.drain_target_s,
+            target_utilization=s.target_utilization,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A plain summary (for `stream-infer dev` and logs)."""
+        snap = self.watcher.snapshot
+        return {
+            "lag": snap.total_lag if snap else None,
+            "input_rate": self.watcher.rate.rate() if snap else None,
+            "desired": self.desired,
+            "capacity": self.capacity.capacity,
+        }
