@@ -39,3 +39,17 @@ ensure_env() {
   "$VENV/bin/stream-infer" broker classpath >/dev/null
   export PATH="$VENV/bin:$PATH"
 }
+
+# promtool (Debian's `prometheus` package) checks and unit-tests the alert rules in
+# tests/deploy. Installed here when missing and we are root on Debian (CI is); otherwise the
+# tests that need it fail with a line saying how to get it.
+ensure_promtool() {
+  command -v promtool >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing promtool (Debian package prometheus)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "stream-infer: promtool not found: install Debian's 'prometheus' package (tests/deploy need it)" >&2
+  fi
+}
