@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "Column",
     "ModelIdentity",
     "TensorStats",
+    "baseline_from_predictions",
     "bin_counts",
     "build_baseline",
     "compare_dtype",
@@ -224,7 +225,23 @@ def build_baseline(
     version: str = "",
     min_rows: int = 100,
 ) -> Baseline:
-    """Run the model over reference batches (decoded feeds) and bin what goes in and out.
+    """Run the model over reference batches (decoded feeds) and bin what goes in and out."""
+    predicted = ((feeds, model.predict(dict(feeds))) for feeds in batches)
+    return baseline_from_predictions(
+        model, predicted, bins=bins, name=name, version=version, min_rows=min_rows
+    )
+
+
+def baseline_from_predictions(
+    model: Model,
+    predicted: Iterable[tuple[Mapping[str, np.ndarray], Sequence[Any]]],
+    *,
+    bins: int = DEFAULT_BINS,
+    name: str = "",
+    version: str = "",
+    min_rows: int = 100,
+) -> Baseline:
+    """Bin batches already run through ``model``: (feeds, outputs in model order) pairs.
 
     The reference is held in memory while it is binned: a baseline is meant to
     be built from thousands to a few million rows, not from a whole topic.
@@ -232,35 +249,37 @@ def build_baseline(
     if not 2 <= bins <= 1000:
         raise DriftError(f"bins must be between 2 and 1000, not {bins}")
     signature = model.signature
-    fed: dict[str, list[np.ndarray]] = {s.name: [] for s in signature.inputs}
-    out: list[list[Any]] = [[] for _ in signature.outputs]
-    for feeds in batches:
-        for key, parts in fed.items():
-            parts.append(np.asarray(feeds[key]))
-        for parts, value in zip(out, model.predict(dict(feeds)), strict=True):
-            parts.append(value)
-    rows = sum(len(p) for p in next(iter(fed.values()), []))
-    if rows < min_rows:
-        raise DriftError(
-            f"a drift baseline needs at least {min_rows} rows that fit the model, got {rows}"
-        )
-    inputs, skipped_inputs = {}, {}
+    skipped_inputs = {}
     for spec in signature.inputs:
         if spec.kind == "O":
             skipped_inputs[spec.name] = "strings have no numeric distribution"
         elif any(d is None for d in spec.shape):
             skipped_inputs[spec.name] = "a dynamic axis gives no fixed feature positions"
-        else:
-            inputs[spec.name] = tensor_stats(spec.name, np.concatenate(fed[spec.name]), bins)
-    outputs, skipped_outputs = {}, {}
+    fed: dict[str, list[np.ndarray]] = {
+        s.name: [] for s in signature.inputs if s.name not in skipped_inputs
+    }
+    out: list[list[Any]] = [[] for _ in signature.outputs]
+    rows = 0
+    for feeds, outputs in predicted:
+        rows += len(next(iter(feeds.values())))
+        for key, parts in fed.items():
+            parts.append(np.asarray(feeds[key]))
+        for parts, value in zip(out, outputs, strict=True):
+            parts.append(value)
+    if rows < min_rows:
+        raise DriftError(
+            f"a drift baseline needs at least {min_rows} rows that fit the model, got {rows}"
+        )
+    inputs = {key: tensor_stats(key, np.concatenate(parts), bins) for key, parts in fed.items()}
+    outputs_stats, skipped_outputs = {}, {}
     for oname, parts in zip(signature.outputs, out, strict=True):
         why = _untrackable(parts)
         if why:
             skipped_outputs[oname] = why
         else:
-            outputs[oname] = tensor_stats(oname, np.concatenate(parts), bins)
+            outputs_stats[oname] = tensor_stats(oname, np.concatenate(parts), bins)
     identity = model_identity(model, name, version)
-    return Baseline(identity, rows, bins, inputs, outputs, skipped_inputs, skipped_outputs)
+    return Baseline(identity, rows, bins, inputs, outputs_stats, skipped_inputs, skipped_outputs)
 
 
 def _untrackable(parts: list[Any]) -> str | None:
