@@ -162,11 +162,16 @@ def _edges(values: np.ndarray, bins: int, dtype: np.dtype[Any]) -> np.ndarray:
         # Few distinct values: one bin per value, (.., v0], (v0, v1], ..., (v_{n-2}, +inf).
         raw = distinct[:-1]
     else:
-        # Quantiles to 6 significant digits: 14.058 reads better than 14.058001, and
-        # the reference counts are made with the rounded edges, so nothing is skewed.
-        cuts = np.quantile(finite, np.arange(1, bins) / bins)
+        # Quantiles that are reference values (no interpolation), so that no bin is
+        # empty by construction: with 60% zeros, the 0.6 quantile is 0, not 0.4.
+        # Then 6 significant digits: 14.058 reads better than 14.058001, and the
+        # reference counts are made with the rounded edges, so nothing is skewed.
+        cuts = np.quantile(finite, np.arange(1, bins) / bins, method="inverted_cdf")
         raw = np.array([float(f"{c:.6g}") for c in cuts])
-    return np.unique(raw.astype(dtype)).astype(np.float64)
+    cast = np.unique(raw.astype(dtype))
+    # Through the shortest text of the compared type, as the file will hold them, so a
+    # baseline in memory and the same baseline read back are equal.
+    return np.array([float(str(v)) for v in cast], dtype=np.float64)
 
 
 def _round(value: float) -> float | None:
@@ -286,7 +291,8 @@ def _untrackable(parts: list[Any]) -> str | None:
     if not all(isinstance(p, np.ndarray) and p.ndim >= 1 for p in parts):
         return "not a tensor (a sequence or map, e.g. ZipMap)"
     if not all(trackable(p.dtype) for p in parts):
-        return f"{parts[0].dtype} values have no numeric distribution"
+        kind = "string" if parts[0].dtype.kind in "OSU" else str(parts[0].dtype)
+        return f"{kind} values have no numeric distribution"
     if len({p.shape[1:] for p in parts}) > 1:
         return "its per-row shape varies between batches"
     return None
