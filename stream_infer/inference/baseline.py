@@ -100,8 +100,8 @@ class Baseline:
 def compare_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The type values are binned in: float32 wherever it holds them exactly, float64 else.
 
-    Comparing float32 halves the memory traffic of the hot loop: on the demo's
-    512 x 30 float32 batch, 46 us instead of 83 us (2-core dev machine).
+    Comparing float32 halves the memory traffic of the hot loop: on a 512 x 30
+    float32 batch, 39 us instead of 60 us with a cast to float64 (2-core dev machine).
     """
     if dtype == np.float32 or dtype.kind == "b" or (dtype.kind in "iuf" and dtype.itemsize <= 2):
         return np.dtype(np.float32)
@@ -130,17 +130,21 @@ def edge_matrix(columns: Iterable[Column], dtype: np.dtype[Any]) -> np.ndarray:
 def greater_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """``out[k, j]`` = rows of ``x`` (n x columns) whose column j exceeds ``edges[k, j]``.
 
-    Whole-array comparisons instead of a searchsorted per column: on 512 x 30
-    float32 rows, 46 us per batch against 240 us for 30 searchsorted calls.
-    Summing through int16 (einsum over a uint8 view) was the fastest reduction
-    measured; a block of at most 4096 rows cannot overflow it.
+    Whole-array comparisons instead of a searchsorted per column, on the
+    transposed block so that the sum runs along contiguous memory, summed
+    through int16 (einsum over a uint8 view; a block of at most 4096 rows cannot
+    overflow it). Measured on a 512-row batch, 2-core dev machine: 35 us for 30
+    float32 columns (240 us with one searchsorted per column, 47 us summing
+    across rows untransposed), 6 us for 2 columns (43 us untransposed).
     """
     k, width = edges.shape
     out = np.zeros((k, width), dtype=np.int64)
     step = max(1, min(4096, _SCRATCH // max(1, k * width)))
+    cuts = edges[:, :, None]
     for start in range(0, x.shape[0], step):
-        over = np.greater(x[None, start : start + step, :], edges[:, None, :])
-        out += np.einsum("knf->kf", over.view(np.uint8).astype(np.int16))
+        block = np.ascontiguousarray(x[start : start + step].T)
+        over = np.greater(block[None, :, :], cuts)
+        out += np.einsum("kfn->kf", over.view(np.uint8).astype(np.int16))
     return out
 
 

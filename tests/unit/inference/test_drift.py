@@ -282,3 +282,22 @@ def test_the_demo_model_drifts_when_its_inputs_do(demo_model: Path) -> None:
     snap = monitor.snapshot(1.0)
     assert np.median(list(snap.features.values())) > 0.25
     assert snap.outputs[("label", "0")] > 0.1  # more tumours called benign or malignant
+
+
+def test_non_finite_outputs_are_left_out_of_the_moments(make_model) -> None:
+    from onnx import TensorProto
+
+    model = loaded(make_model("typed", TensorProto.DOUBLE, width=2))
+    ref = np.random.default_rng(2).normal(size=(500, 2))
+    monitor = DriftMonitor(build_baseline(model, [{"v": ref}]), 60)
+    window = np.random.default_rng(3).normal(loc=1.0, size=(300, 2))
+    window[::7, 1] = np.nan
+    window[5, 1] = np.inf
+    outputs = model.predict({"v": window})
+    monitor.observe({"v": window}, outputs, now=1.0)
+    snap = monitor.snapshot(1.0)
+    finite = window[:, 1][np.isfinite(window[:, 1])]
+    assert snap.output_mean[("out", "1")] == pytest.approx(finite.mean())
+    assert snap.output_std[("out", "1")] == pytest.approx(finite.std())
+    assert snap.output_mean[("out", "0")] == pytest.approx(window[:, 0].mean())
+    assert all(math.isfinite(v) for v in snap.outputs.values())
