@@ -97,7 +97,7 @@ def input_schema(signature: Signature, name: str = "", version: str = "") -> dic
     low, high = _INT64_RANGE
     return {
         "$schema": DRAFT,
-        "title": f"stream-infer input event for {model}".strip(),
+        "title": f"stream-infer input event for {model}",
         "description": (
             "One event per Kafka record value. 'features' feeds the model inputs "
             f"({', '.join(s.describe() for s in signature.inputs)}); 'id' is echoed on the "
