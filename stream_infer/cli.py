@@ -33,9 +33,13 @@ broker_app = typer.Typer(
     help="The local single-node Kafka broker (no Docker).", no_args_is_help=True
 )
 dlq_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
+drift_app = typer.Typer(
+    help="Drift monitoring: reference distributions of inputs and outputs.", no_args_is_help=True
+)
 app.add_typer(topics_app, name="topics")
 app.add_typer(broker_app, name="broker")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(drift_app, name="drift")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -215,6 +219,64 @@ def dlq_replay(config: ConfigOpt = None) -> None:
 def bench(config: ConfigOpt = None) -> None:
     """Benchmark the pipeline against hand-written loops (not implemented yet)."""
     _not_implemented("bench")
+
+
+# -- drift and the data contract -------------------------------------------------------
+
+
+@drift_app.command("baseline")
+def drift_baseline(
+    events: Annotated[
+        Path, typer.Option("--events", help="Input events as JSON lines ('-' for stdin).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Baseline file to write.")],
+    config: ConfigOpt = None,
+    bins: Annotated[int, typer.Option(min=2, max=100, help="Quantile bins per feature.")] = 10,
+) -> None:
+    """Run the model on reference events and write the baseline that drift.baseline points at."""
+    from stream_infer.inference.baseline_file import save_baseline
+    from stream_infer.inference.model import load_model
+    from stream_infer.tools.baseline import baseline_from_events
+
+    settings = _settings(config)
+    # On CPU whatever model.device says: a reference distribution does not depend on it.
+    model = load_model(settings.model.model_copy(update={"warmup": False, "device": "cpu"}))
+    stream = sys.stdin.buffer if str(events) == "-" else _open(events)
+    try:
+        run = baseline_from_events(
+            model, stream, bins=bins, name=settings.model.name, version=settings.model.version
+        )
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if run.skipped:
+        typer.echo(
+            f"skipped {run.skipped} events that do not fit the model (first: {run.first_reason})",
+            err=True,
+        )
+    baseline = run.baseline
+    assert baseline is not None
+    save_baseline(baseline, out)
+    n_in = sum(len(t.columns) for t in baseline.inputs.values())
+    n_out = sum(len(t.columns) for t in baseline.outputs.values())
+    untracked = [f"input {k} ({v})" for k, v in baseline.skipped_inputs.items()]
+    untracked += [f"output {k} ({v})" for k, v in baseline.skipped_outputs.items()]
+    typer.echo(
+        f"wrote {out}: {baseline.rows} rows, {n_in} input features, {n_out} output values"
+        + (f"; not tracked: {'; '.join(untracked)}" if untracked else "")
+    )
+
+
+@app.command()
+def schema(config: ConfigOpt = None) -> None:
+    """Print the JSON Schema (draft 2020-12) of valid input events for the configured model."""
+    from stream_infer.inference.model import load_model
+    from stream_infer.inference.schema import input_schema, schema_text
+
+    settings = _settings(config)
+    model = load_model(settings.model.model_copy(update={"warmup": False, "device": "cpu"}))
+    doc = input_schema(model.signature, settings.model.name, settings.model.version)
+    typer.echo(schema_text(doc))
 
 
 # -- broker ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from stream_infer.errors import ConfigError
 
 __all__ = [
     "BatchingSettings",
+    "DriftSettings",
     "HealthSettings",
     "KafkaSettings",
     "LoggingSettings",
@@ -251,6 +252,15 @@ class ScalingSettings(_Section):
     rate_window_s: float = Field(60.0, ge=5, le=3600, description="input rate averaged over")
 
 
+class DriftSettings(_Section):
+    """Drift monitoring against a baseline written by ``stream-infer drift baseline``."""
+
+    baseline: str = Field("", description="baseline file; empty = drift monitoring off")
+    # A day at most: the window is kept as 12 slots of counts, so a longer one
+    # would only react more slowly, and a restart forgets it anyway.
+    window_s: float = Field(60.0, gt=0, le=86_400, description="window the PSI is computed over")
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(False, alias="json")
@@ -275,6 +285,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
     health: HealthSettings = Field(default_factory=HealthSettings)  # type: ignore[arg-type]
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)  # type: ignore[arg-type]
+    drift: DriftSettings = Field(default_factory=DriftSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
 
     @classmethod

@@ -14,6 +14,7 @@ __all__ = [
     "CommitError",
     "ConfigError",
     "DecodeError",
+    "DriftError",
     "InferenceError",
     "KafkaClientError",
     "ModelError",
@@ -62,6 +63,10 @@ class ProduceError(KafkaClientError):
 
 class CommitError(KafkaClientError):
     """Offsets could not be committed."""
+
+
+class DriftError(StreamInferError):
+    """A drift baseline cannot be built or read, or was built for another model."""
 
 
 class InferenceError(StreamInferError):

@@ -122,7 +122,8 @@ def _cast(arr: np.ndarray, spec: InputSpec) -> np.ndarray | None:
         # row-by-row path (which keeps Python ints exact) decide instead.
         if np.abs(arr).max() >= _EXACT_FLOAT_INT:
             return None
-    elif arr.min() < info.min or arr.max() > info.max:
+    # Integral floats too: 300.0 must not wrap round to 44 in an int8 input.
+    if arr.min() < info.min or arr.max() > info.max:
         return None
     return arr.astype(target)
 

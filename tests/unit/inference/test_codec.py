@@ -169,6 +169,13 @@ def test_dynamic_axis_groups_rows_by_length(dynamic_model: Path) -> None:
         (TensorProto.STRING, ["a", "b", "c"], ["a", 1, "c"], "is number; input v takes strings"),
         (TensorProto.INT8, [1, -2, 127], [1, 2, 128], "out of range for int8"),
         (TensorProto.UINT8, [0, 1, 255], [0, -1, 2], "out of range for uint8"),
+        # An integral float out of range must not wrap round (300.0 used to become 44).
+        (
+            TensorProto.INT8,
+            [1.0, -2.0, 127.0],
+            [300.0, 1.0, 2.0],
+            "= 300.0 is out of range for int8",
+        ),
         (TensorProto.FLOAT16, [1.5, 2, 65504], [1, 2, 70000], "out of range for float16"),
         (TensorProto.DOUBLE, [1e300, 2, 3], [1, None, 3], "features[1] is null"),
     ],
