@@ -53,8 +53,11 @@ class GroupSnapshot:
         return sum(p.high for p in self.partitions)
 
 
-def _results(futures: dict[Any, Any], timeout: float) -> dict[Any, Any]:
-    return {key: fut.result(timeout=timeout) for key, fut in futures.items()}
+def _results(futures: dict[Any, Any]) -> dict[Any, Any]:
+    # No timeout of our own: librdkafka's request_timeout ends every request, and a
+    # future abandoned while its request is still out can be completed after the
+    # client is gone (a crash, seen when the broker died mid-request).
+    return {key: fut.result() for key, fut in futures.items()}
 
 
 def read_group(admin: Any, group: str, topics: list[str], timeout: float = 10.0) -> GroupSnapshot:
@@ -79,11 +82,10 @@ def read_group(admin: Any, group: str, topics: list[str], timeout: float = 10.0)
     offsets = admin.list_consumer_group_offsets(request, request_timeout=timeout)
     committed = {
         (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-        for tp in offsets[group].result(timeout=timeout).topic_partitions
+        for tp in offsets[group].result().topic_partitions
     }
     latest = _results(
-        admin.list_offsets({tp: spec.latest() for tp in tps}, request_timeout=timeout),
-        timeout,
+        admin.list_offsets({tp: spec.latest() for tp in tps}, request_timeout=timeout)
     )
     highs = {(tp.topic, tp.partition): info.offset for tp, info in latest.items()}
     need_low = [tp for tp in tps if committed.get((tp.topic, tp.partition)) is None]
@@ -92,12 +94,9 @@ def read_group(admin: Any, group: str, topics: list[str], timeout: float = 10.0)
         earliest = admin.list_offsets(
             {tp: spec.earliest() for tp in need_low}, request_timeout=timeout
         )
-        lows = {
-            (tp.topic, tp.partition): info.offset
-            for tp, info in _results(earliest, timeout).items()
-        }
+        lows = {(tp.topic, tp.partition): info.offset for tp, info in _results(earliest).items()}
     described = admin.describe_consumer_groups([group], request_timeout=timeout)
-    members = len(described[group].result(timeout=timeout).members)
+    members = len(described[group].result().members)
     rows = [
         PartitionLag(
             tp.topic,
@@ -143,8 +142,11 @@ class GroupWatcher:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.0) -> None:
+        """Ask the thread to end; with ``timeout``, wait for its request in flight too."""
         self._stop.set()
+        if timeout and self._thread.is_alive():
+            self._thread.join(timeout)
 
     def refresh(self, admin: Any) -> None:
         snap = read_group(admin, self._group, self._topics, timeout=max(2.0, self.interval_s * 2))

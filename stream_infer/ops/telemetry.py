@@ -8,12 +8,14 @@ from its state at scrape time. Nothing here touches the worker's Kafka clients.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from stream_infer.config import Settings
+from stream_infer.inference.drift import DriftMonitor, DriftSnapshot
 from stream_infer.inference.envelope import SourceRecord
 from stream_infer.logging import get_logger
 from stream_infer.ops.group import GroupSnapshot, GroupWatcher
@@ -83,8 +85,9 @@ class Telemetry:
     def watch(self) -> None:
         self.watcher.start()
 
-    def close(self) -> None:
-        self.watcher.stop()
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the group view (up to ``timeout`` for its request in flight), then the server."""
+        self.watcher.stop(timeout=max(0.1, timeout))
         if self.server is not None:
             self.server.stop()
 
@@ -114,6 +117,10 @@ class Telemetry:
     def inference_result(self, rows: int, seconds: float) -> None:
         self.metrics.observe_inference(rows, seconds)
         self.capacity.add(infer_busy_s=seconds)
+
+    def watch_drift(self, monitor: DriftMonitor) -> None:
+        """Export PSI per feature and output value, computed at scrape time (always fresh)."""
+        self.metrics.extra.append(lambda: _drift_families(monitor.snapshot()))
 
     def batch_acknowledged(self, records: Sequence[SourceRecord]) -> None:
         """Every output of a batch is acknowledged: the end-to-end latency of its events."""
@@ -155,3 +162,43 @@ class Telemetry:
             "desired": self.desired,
             "capacity": self.capacity.capacity,
         }
+
+
+def _drift_families(snap: DriftSnapshot) -> Iterator[Metric]:
+    """The SPEC's PSI gauges plus the window's output moments; nothing for an empty window."""
+    if not snap.rows:
+        return
+    rows = GaugeMetricFamily(
+        "stream_infer_drift_window_rows", "Predicted rows in the drift window.", snap.rows
+    )
+    yield rows
+    for name, doc, values, labels in (
+        (
+            "stream_infer_feature_drift_psi",
+            "PSI of one input feature over the window against the baseline.",
+            snap.features,
+            ["input", "feature"],
+        ),
+        (
+            "stream_infer_output_drift_psi",
+            "PSI of one output value over the window against the baseline.",
+            snap.outputs,
+            ["output", "index"],
+        ),
+        (
+            "stream_infer_output_window_mean",
+            "Mean of one output value over the drift window.",
+            snap.output_mean,
+            ["output", "index"],
+        ),
+        (
+            "stream_infer_output_window_stddev",
+            "Standard deviation of one output value over the drift window.",
+            snap.output_std,
+            ["output", "index"],
+        ),
+    ):
+        family = GaugeMetricFamily(name, doc, labels=labels)
+        for (tensor, position), value in values.items():
+            family.add_metric([tensor, position], value)
+        yield family

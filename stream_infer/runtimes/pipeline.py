@@ -52,6 +52,7 @@ class InferenceStage:
         deliveries: Deliveries,
         on_call: Callable[[float | None], None] = lambda started: None,
         on_result: Callable[[int, float], None] = lambda rows, seconds: None,
+        on_predicted: Callable[[dict[str, Any], list[Any]], None] | None = None,
     ) -> None:
         self._model = model
         self._encoder = encoder
@@ -60,6 +61,7 @@ class InferenceStage:
         # many rows it ran in how many seconds: health and metrics, off the hot path.
         self._on_call = on_call
         self._on_result = on_result
+        self._on_predicted = on_predicted  # feeds and outputs of predicted rows (drift)
         self._queue: queue.SimpleQueue[tuple[Batch, Decoded] | None] = queue.SimpleQueue()
         self._outstanding = 0
         self._cond = threading.Condition()
@@ -127,6 +129,8 @@ class InferenceStage:
                 deliveries.predictions_for(
                     batch, part.index, encoder.encode(batch.records, part, outputs)
                 )
+                if self._on_predicted is not None:
+                    self._on_predicted(part.feeds, outputs)
             if failed:
                 log.warning(
                     "%d of %d rows failed inference on their own", len(failed), len(rows.index)

@@ -20,6 +20,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from stream_infer.config import Settings
 from stream_infer.errors import CommitError, ConfigError, KafkaClientError
 from stream_infer.inference.codec import Decoder
+from stream_infer.inference.drift import DriftMonitor, load_baseline
 from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model, load_model
 from stream_infer.kafka.batcher import MicroBatcher
@@ -129,12 +130,17 @@ class Worker:
             on_batch_done=lambda batch: tel.batch_acknowledged(batch.records),
         )
         encoder = Encoder(s.model.name, s.model.version, model.signature.outputs)
+        drift = None
+        if s.drift.baseline:
+            drift = DriftMonitor(load_baseline(s.drift.baseline, model), s.drift.window_s)
+            tel.watch_drift(drift)
         self._stage = InferenceStage(
             model,
             encoder,
             self._deliveries,
             on_call=tel.inference_call,
             on_result=tel.inference_result,
+            on_predicted=drift.observe if drift is not None else None,
         )
         self._stage.start()
         self._decoder = Decoder(model.signature)
@@ -464,5 +470,5 @@ class Worker:
             self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic())))
         except Exception as exc:  # never let cleanup hide the reason we are stopping
             log.warning("final flush failed: %s", exc)
-        self.telemetry.close()
+        self.telemetry.close(min(5.0, deadline - time.monotonic()))
         log.info("stopped in %.1fs", time.monotonic() - started)

@@ -283,7 +283,13 @@ def test_kill_9_and_restart_under_the_same_id_resumes_at_once(
                 log_a = tmp_path / f"a{crash}.log"
                 with worker_process(cfg_a, log_a) as a:
                     if crash == 0:
-                        wait_for(lambda: len(assignment_of("replica-a")) == 3, 60, "A's share")
+                        wait_for(
+                            lambda: len(assignment_of("replica-a")) == 3
+                            and assignment_of("replica-a") | assignment_of("replica-b")
+                            == set(range(partitions)),
+                            60,
+                            "the cooperative rebalance to settle on three partitions each",
+                        )
                         mine = assignment_of("replica-a")
                         mark = log_b.stat().st_size  # B's log from here on must show no revoke
                         feeder.start()  # the long drain starts: ~10 s of input
