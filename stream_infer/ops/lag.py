@@ -49,7 +49,10 @@ def group_lag(
         for name in topics:
             info = meta.topics.get(name)
             if info is None or info.error is not None:
-                raise KafkaClientError(f"topic '{name}' does not exist")
+                raise KafkaClientError(
+                    f"topic '{name}' does not exist (declare it in topics/{name}.yaml with its "
+                    "name and partitions, then run `stream-infer topics apply`)"
+                )
             tps.extend(TopicPartition(name, p) for p in sorted(info.partitions))
         committed = client.committed(tps, timeout=timeout)
         rows = []
