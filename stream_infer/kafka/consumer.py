@@ -67,7 +67,7 @@ class InputConsumer:
         conf["on_commit"] = self._on_commit
         self._client = Consumer(conf)
         self._session_timeout_ms = conf.get("session.timeout.ms", 45000)
-        self._subscribed_at: float | None = None  # until the first assignment arrives
+        self._subscribed_at: float | None = None  # until the first partition is assigned
         self._hooks = (on_assigned, on_revoked, on_lost)
         self.paused = False
         self.fatal: BaseException | None = None
@@ -122,7 +122,8 @@ class InputConsumer:
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._bump()
-        self._subscribed_at = None
+        if partitions:
+            self._subscribed_at = None
         consumer.incremental_assign(partitions)
         if partitions and self.paused:
             consumer.pause(partitions)  # new partitions join the backpressure
@@ -154,17 +155,20 @@ class InputConsumer:
         self._subscribed_at = time.monotonic()
 
     def _say_what_we_wait_for(self) -> None:
-        """One line when the first assignment is slow: otherwise the log is silent for ~45 s.
+        """One line when no partition comes within 5 s: otherwise the log is silent for ~45 s.
 
         The usual cause is a member that did not leave cleanly (kill -9, a crashed
-        pod): the group waits for it to rejoin until its session times out.
+        pod): the group waits for it until its session times out. With cooperative
+        rebalancing a newcomer may first get an empty assignment while a member that
+        holds the partitions has yet to give them up, so only partitions count.
         """
         since = self._subscribed_at
         if since is not None and time.monotonic() - since >= _ASSIGN_PATIENCE_S:
             self._subscribed_at = None
             log.info(
                 "waiting for the group to assign partitions (a member that did not leave "
-                "cleanly can hold them for up to session.timeout.ms=%s)",
+                "cleanly can hold them for up to session.timeout.ms=%s; with more members "
+                "than partitions, some stay idle)",
                 self._session_timeout_ms,
             )
 
