@@ -355,7 +355,7 @@ def stop_broker(data_dir: str | Path, timeout: float = 30.0, kill: bool = False)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # it just exited: reap it now, leave no zombie behind
     (data / _PID_FILE).unlink(missing_ok=True)
     return True
