@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -20,13 +21,15 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from stream_infer.errors import KafkaClientError, kafka_error_text
 from stream_infer.logging import get_logger, normalise_librdkafka
 
-__all__ = ["TOOL_TIMEOUT_S", "WORKER_TIMEOUT_S", "probe_cluster"]
+__all__ = ["TOOL_TIMEOUT_S", "WORKER_TIMEOUT_S", "missing_topic_hint", "probe_cluster"]
 
 log = get_logger("kafka")
 
 TOOL_TIMEOUT_S = 15.0  # lag, consume, produce, topics apply: a person is waiting
 WORKER_TIMEOUT_S = 60.0  # a worker starting next to a broker that is still booting
-_ATTEMPT_S = 10.0  # one metadata request; librdkafka reconnects inside it on its own
+# One metadata request each; librdkafka reconnects within it on its own. The first are short
+# so that a worker says early that it waits.
+_ATTEMPT_S = (2.0, 5.0, 10.0)
 
 _muted = logging.getLogger("stream_infer.librdkafka.probe")
 _muted.addHandler(logging.NullHandler())
@@ -74,10 +77,11 @@ def probe_cluster(
         backoff = wait_exponential(multiplier=0.25, max=2.0)(retry_state)
         return float(max(0.0, min(backoff, deadline - time.monotonic())))
 
-    def attempt() -> ClusterMetadata:
+    def attempt(number: int) -> ClusterMetadata:
         left = deadline - time.monotonic()
+        cap = _ATTEMPT_S[min(number, len(_ATTEMPT_S)) - 1]
         try:
-            return admin.list_topics(timeout=max(0.1, min(_ATTEMPT_S, left)))
+            return admin.list_topics(timeout=max(0.1, min(cap, left)))
         except KafkaException as exc:
             admin.poll(0)  # serve error_cb: the reason lives there
             if say_waiting and not failure:
@@ -93,10 +97,28 @@ def probe_cluster(
             reraise=True,
         ):
             with retry:
-                return attempt()
+                return attempt(retry.retry_state.attempt_number)
     except KafkaException:
         pass
     raise KafkaClientError(
         f"cannot reach Kafka at {servers} within {timeout:.0f}s: "
         f"{last.reason(failure[0] if failure else None)}"
+    )
+
+
+def missing_topic_hint(names: list[str]) -> str:
+    """What to do about topics that do not exist: ``topics apply`` creates declared ones only.
+
+    ``topics/<name>.yaml`` in the current folder is where ``topics apply`` looks
+    first; when that file is already there, applying is all that is missing.
+    """
+    declared = [
+        n for n in names if any(Path("topics", n + ext).is_file() for ext in (".yaml", ".yml"))
+    ]
+    if declared == names:
+        files = ", ".join(f"topics/{n}.yaml" for n in names)
+        return f"{files} declares it: run `stream-infer topics apply`"
+    files = ", ".join(f"topics/{n}.yaml" for n in names if n not in declared)
+    return (
+        f"declare it in {files} with its name and partitions, then run `stream-infer topics apply`"
     )

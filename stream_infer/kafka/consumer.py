@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream_infer.errors import CommitError, KafkaClientError, StreamInferError, kafka_error_text
-from stream_infer.kafka.admin import WORKER_TIMEOUT_S, probe_cluster
+from stream_infer.kafka.admin import WORKER_TIMEOUT_S, missing_topic_hint, probe_cluster
 from stream_infer.kafka.offsets import TopicPartition as TP
 from stream_infer.logging import get_logger, where
 
@@ -252,9 +252,6 @@ def check_topics(
                 missing.append((key, name))
     if missing:
         listed = ", ".join(f"{key} '{name}'" for key, name in missing)
-        files = ", ".join(f"topics/{name}.yaml" for _, name in missing)
-        raise StreamInferError(
-            f"topic does not exist: {listed} (declare it in {files} with its name and "
-            "partitions, then run `stream-infer topics apply`)"
-        )
+        hint = missing_topic_hint([name for _, name in missing])
+        raise StreamInferError(f"topic does not exist: {listed} ({hint})")
     return {name: len(meta.topics[name].partitions) for name in topics.get("topics.inputs", [])}
