@@ -79,6 +79,10 @@ def test_following_the_missing_topic_hint_works(kafka, make_settings, linear_mod
     (tmp_path / "topics" / f"{missing}.yaml").write_text(
         yaml.safe_dump({"name": missing, "partitions": 2})
     )
+    declared = _cli("run", "--config", str(cfg), cwd=tmp_path)
+    last = declared.stderr.strip().splitlines()[-1]
+    hint = f"(topics/{missing}.yaml declares it: run `stream-infer topics apply`)"
+    assert last.endswith(f"topics.inputs '{missing}' {hint}")
     applied = _cli("topics", "apply", "--config", str(cfg), cwd=tmp_path)
     assert applied.returncode == 0, applied.stderr
     assert f"{missing}: created" in applied.stdout
