@@ -77,7 +77,8 @@ def configure_logging(level: str = "INFO", json_format: bool = False) -> None:
 _VOLATILE = (
     (re.compile(r"\s*\(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\)"), ""),
     (re.compile(r"\s*\(\d+ identical error\(s\) suppressed\)"), ""),
-    (re.compile(r"rdkafka#(\w+)-\d+"), r"rdkafka#\1"),
+    # The client's instance number: "rdkafka#producer-3", "<client.id>#consumer-84".
+    (re.compile(r"#(producer|consumer)-\d+\]"), r"#\1]"),
 )
 # Messages that only say the cluster is still warming up and that librdkafka retries on its
 # own: a fresh broker loads its coordinators for a few seconds after start-up.
@@ -134,10 +135,10 @@ class LibrdkafkaFilter(logging.Filter):
             self._seen[key] = (seen[0], seen[1] + 1, seen[2])
             return False
 
-    def _report(self, now: float, skip: str | None = None) -> None:
-        """Summaries for every line whose window has passed with repeats counted."""
+    def _report(self, now: float, skip: str | None = None, every: bool = False) -> None:
+        """Summaries for every line whose window has passed (``every``: all) with repeats."""
         for key, (start, count, first) in list(self._seen.items()):
-            if key == skip or now - start < self.window_s:
+            if key == skip or (not every and now - start < self.window_s):
                 continue
             del self._seen[key]
             if count:
@@ -155,12 +156,22 @@ class LibrdkafkaFilter(logging.Filter):
     def flush(self) -> None:
         """Report every pending count now (the process is about to exit)."""
         with self._lock:
-            self._report(float("inf"))
+            self._report(self._clock(), every=True)
+
+
+def _flush_at_exit(filt: LibrdkafkaFilter) -> None:
+    # A handler's stream may already be closed by then (a test runner's capture): a lost
+    # count is no reason for a traceback on the way out.
+    raising, logging.raiseExceptions = logging.raiseExceptions, False
+    try:
+        filt.flush()
+    finally:
+        logging.raiseExceptions = raising
 
 
 _LIBRDKAFKA_FILTER = LibrdkafkaFilter()
 logging.getLogger(f"{LOGGER_NAME}.librdkafka").addFilter(_LIBRDKAFKA_FILTER)
-atexit.register(_LIBRDKAFKA_FILTER.flush)
+atexit.register(_flush_at_exit, _LIBRDKAFKA_FILTER)
 
 
 def librdkafka_filter() -> LibrdkafkaFilter:

@@ -113,12 +113,15 @@ def test_a_repeat_after_the_window_comes_through_with_the_count(librdkafka_log) 
 
 
 def test_flush_reports_pending_counts(librdkafka_log) -> None:
-    logger, filt, _now, records = librdkafka_log
+    logger, filt, now, records = librdkafka_log
     for client in ("producer-1", "producer-2", "producer-3"):  # instance numbers differ
         logger.handle(_librdkafka_record(REFUSED.format(ms=1, extra=""), client=client))
-    assert len(records) == 1
+    logger.handle(_librdkafka_record(REFUSED.format(ms=1, extra=""), client="consumer-7"))
+    assert len(records) == 2  # a producer's and a consumer's are different lines
+    now[0] += 3.0
     filt.flush()
-    assert len(records) == 2 and "(repeated 2 times" in records[1].getMessage()
+    assert len(records) == 3
+    assert records[2].getMessage().endswith("(repeated 2 times in the last 3s)")
 
 
 def test_a_different_message_or_level_is_not_suppressed(librdkafka_log) -> None:
