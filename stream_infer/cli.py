@@ -309,24 +309,12 @@ OptionalPortOpt = Annotated[
 ]
 
 
-def _same_port(data_dir: Path, port: int | None) -> None:
-    """Refuse, in one line, when DATA_DIR's broker runs on another port than --port."""
-    from stream_infer.tools.devbroker import broker_status
-
-    st = broker_status(data_dir)
-    if port is not None and st.running and st.port != port:
-        raise StreamInferError(
-            f"the broker of {st.data_dir} runs on port {st.port}, not {port} "
-            f"(use --port {st.port}, or --data-dir for another broker)"
-        )
-
-
 @broker_app.command("stop")
 def broker_stop(port: OptionalPortOpt = None, data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     """Stop the broker of DATA_DIR (SIGTERM, then SIGKILL after 30 s)."""
-    from stream_infer.tools.devbroker import stop_broker
+    from stream_infer.tools.devbroker import expect_port, stop_broker
 
-    _same_port(data_dir, port)
+    expect_port(data_dir, port)
     typer.echo("broker stopped" if stop_broker(data_dir) else "no broker was running")
 
 
@@ -335,9 +323,9 @@ def broker_status_cmd(
     port: OptionalPortOpt = None, data_dir: DataDirOpt = DEFAULT_DATA_DIR
 ) -> None:
     """Say whether the broker of DATA_DIR runs and answers; exit 1 when it does not."""
-    from stream_infer.tools.devbroker import broker_status
+    from stream_infer.tools.devbroker import broker_status, expect_port
 
-    _same_port(data_dir, port)
+    expect_port(data_dir, port)
     st = broker_status(data_dir)
     if not st.running:
         typer.echo(f"not running (data {st.data_dir})")

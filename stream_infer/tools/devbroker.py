@@ -31,6 +31,7 @@ __all__ = [
     "BrokerStatus",
     "broker_status",
     "classpath",
+    "expect_port",
     "fetch_jars",
     "format_storage",
     "free_port",
@@ -241,6 +242,19 @@ def broker_status(data_dir: str | Path) -> BrokerStatus:
         return BrokerStatus(data, running=False, port=state.get("port"))
     port = state.get("port")
     return BrokerStatus(data, True, pid, port, reachable=bool(port) and _reachable(int(port or 0)))
+
+
+def expect_port(data_dir: str | Path, port: int | None) -> None:
+    """Refuse, in one line, when the broker of ``data_dir`` runs on another port than ``port``.
+
+    ``broker stop --port N`` must not stop a broker the user did not mean.
+    """
+    st = broker_status(data_dir)
+    if port is not None and st.running and st.port != port:
+        raise BrokerError(
+            f"the broker of {st.data_dir} runs on port {st.port}, not {port} "
+            f"(use --port {st.port}, or --data-dir for another broker)"
+        )
 
 
 def _log_tail(data_dir: Path, lines: int = 25) -> str:
