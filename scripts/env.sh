@@ -3,6 +3,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
+USER_PATH="$PATH"  # the caller's PATH, before ensure_env puts the virtualenv first
 
 die() { echo "stream-infer: $*" >&2; exit 1; }
 

@@ -2,6 +2,10 @@
 
 Every command fails with one line on stderr and a non-zero exit code: 1 for
 an error, 2 for a usage error or a command that is not implemented yet.
+
+Help is rendered as plain text (``rich_markup_mode=None``): typer 0.29's rich
+panels print a value placeholder (``<bool>``) after every flag, ``--help``
+included, as if flags took a value; the plain formatter knows they do not.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import orjson
 import typer
@@ -27,14 +31,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-topics_app = typer.Typer(help="Topic declarations (topics/*.yaml).", no_args_is_help=True)
+topics_app = typer.Typer(
+    help="Topic declarations (topics/*.yaml).", no_args_is_help=True, rich_markup_mode=None
+)
 broker_app = typer.Typer(
-    help="The local single-node Kafka broker (no Docker).", no_args_is_help=True
+    help="The local single-node Kafka broker (no Docker).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-dlq_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters.", no_args_is_help=True, rich_markup_mode=None)
 drift_app = typer.Typer(
-    help="Drift monitoring: reference distributions of inputs and outputs.", no_args_is_help=True
+    help="Drift monitoring: reference distributions of inputs and outputs.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(topics_app, name="topics")
 app.add_typer(broker_app, name="broker")
@@ -44,7 +55,10 @@ app.add_typer(drift_app, name="drift")
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="YAML config file (defaults + STREAM_INFER_* env when omitted)."
+        "--config",
+        "-c",
+        help="YAML config file (default: $STREAM_INFER_CONFIG, else built-in defaults); "
+        "STREAM_INFER_* variables override it.",
     ),
 ]
 DEFAULT_DATA_DIR = Path(".stream-infer/broker")
@@ -61,17 +75,34 @@ def _not_implemented(what: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def _usage(message: str) -> NoReturn:
+    """A usage error in one line (click's own take three, or a box)."""
+    typer.echo(f"stream-infer: usage error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _cluster(settings: Settings) -> None:
+    """The tools' reachability check: one line within TOOL_TIMEOUT_S when Kafka is missing."""
+    from stream_infer.kafka.admin import TOOL_TIMEOUT_S, probe_cluster
+
+    probe_cluster(settings.kafka.admin_config(), TOOL_TIMEOUT_S)
+
+
 # -- run --------------------------------------------------------------------------
 
 
 @app.command()
 def run(
     config: ConfigOpt = None,
-    runtime: Annotated[str, typer.Option(help="native (default) or faust.")] = "native",
+    runtime: Annotated[
+        Literal["native", "faust"],
+        typer.Option(help="native: the confluent-kafka loop; faust: a Faust agent (not yet)."),
+    ] = "native",
 ) -> None:
-    """Run one worker: consume, infer, produce predictions and dead letters, commit."""
-    if runtime not in ("native", "faust"):
-        raise typer.BadParameter("must be 'native' or 'faust'", param_hint="--runtime")
+    """Run one worker: consume, infer, produce predictions and dead letters, commit.
+
+    Gives up with one line when Kafka does not answer within 60 s.
+    """
     settings = _settings(config)
     if runtime == "faust":
         _not_implemented("--runtime faust")
@@ -101,18 +132,27 @@ def topics_apply(
         Path | None, typer.Option("--dir", help="Declarations folder (default: ./topics).")
     ] = None,
 ) -> None:
-    """Create missing topics, add partitions, set configs; never deletes. Safe to re-run."""
+    """Create missing topics, add partitions, set configs; never deletes. Safe to re-run.
+
+    Only topics declared in the folder are touched. Gives up after 15 s without Kafka.
+    """
     from stream_infer.tools.topics import apply_topics, default_topics_dir, load_declarations
 
     settings = _settings(config)
     folder = directory or default_topics_dir()
     decls = load_declarations(folder)
+    _cluster(settings)
     for change in apply_topics(settings.kafka.admin_config(), decls):
         typer.echo(str(change))
     declared = {d.name for d in decls}
     wanted = {*settings.topics.inputs, settings.topics.output, settings.topics.dead_letter}
     for name in sorted(wanted - declared):
-        typer.echo(f"{name}: warning (used by the config but not declared in {folder})", err=True)
+        typer.echo(
+            f"{name}: warning (used by the config but not declared in {folder}: add "
+            f"{folder / (name + '.yaml')} with 'name: {name}' and 'partitions: N', then "
+            "run topics apply again)",
+            err=True,
+        )
 
 
 # -- produce / consume / lag ----------------------------------------------------------
@@ -127,38 +167,53 @@ def produce(
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="JSON lines to send ('-' for stdin).")
     ] = None,
-    demo: Annotated[bool, typer.Option(help="Replay the demo dataset.")] = False,
-    loop: Annotated[bool, typer.Option(help="With --demo: replay forever.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Replay the demo dataset.")] = False,
+    loop: Annotated[bool, typer.Option("--loop", help="With --demo: replay forever.")] = False,
+    poison_every: Annotated[
+        int,
+        typer.Option(
+            help="With --demo: one undecodable or wrongly-shaped event every N (0: none)."
+        ),
+    ] = 0,
     rate: Annotated[float, typer.Option(help="Events per second (0: as fast as possible).")] = 0.0,
     count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
     key_field: Annotated[
         str | None, typer.Option(help="With --file: use this JSON field as the key.")
     ] = None,
 ) -> None:
-    """Send events: JSON lines (file/stdin), the demo dataset, or generated rows for the model."""
+    """Send events: JSON lines (file/stdin), the demo dataset, or generated rows for the model.
+
+    Gives up after 15 s without Kafka.
+    """
     from stream_infer.tools.loadgen import (
         demo_value_events,
         generated_events,
         line_events,
         produce_events,
+        with_poison,
     )
 
+    if file is not None and demo:
+        _usage("produce takes one source: --file or --demo, not both")
+    if file is None and not demo and count is None:
+        _usage(
+            "say what to send: --file F (JSON lines; '-' for stdin), --demo (the demo "
+            "dataset), or --count N (N generated rows shaped for the model)"
+        )
+    if poison_every < 0 or (poison_every and not demo):
+        _usage("--poison-every N needs --demo and N >= 0")
     settings = _settings(config)
     target = topic or settings.topics.inputs[0]
-    if file is not None and demo:
-        raise typer.BadParameter("use either --file or --demo", param_hint="--file")
     if file is not None:
         stream = sys.stdin.buffer if str(file) == "-" else _open(file)
         events = line_events(stream, key_field)
     elif demo:
-        events = demo_value_events(loop)
+        events = with_poison(demo_value_events(loop), poison_every)
     else:
-        from stream_infer.inference.model import load_model
+        from stream_infer.inference.model import read_signature
 
-        if count is None:
-            raise typer.BadParameter("generated events need --count", param_hint="--count")
-        model = settings.model.model_copy(update={"warmup": False})
-        events = generated_events(load_model(model).signature)
+        events = generated_events(read_signature(settings.model.path))
+    _cluster(settings)
     conf = {**settings.kafka.base(), **settings.kafka.producer}
     acked = produce_events(conf, target, events, rate=rate, count=count)
     typer.echo(f"produced {acked} events to {target}", err=True)
@@ -175,16 +230,26 @@ def _open(path: Path) -> Any:
 def consume(
     config: ConfigOpt = None,
     topic: Annotated[str | None, typer.Option(help="Topic to read (default: the output).")] = None,
-    from_beginning: Annotated[bool, typer.Option("--from-beginning/--from-end")] = True,
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            "--from-beginning/--from-end",
+            help="Start at the oldest record of every partition, or only show new ones.",
+        ),
+    ] = True,
     count: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
     idle_timeout: Annotated[
         float, typer.Option(help="Stop after this many seconds without records (0: never).")
     ] = 5.0,
 ) -> None:
-    """Print a topic as JSON lines (value parsed, headers decoded); joins no consumer group."""
+    """Print a topic as JSON lines (value parsed, headers decoded); joins no consumer group.
+
+    Gives up after 15 s without Kafka.
+    """
     from stream_infer.tools.tail import decode_record, tail
 
     settings = _settings(config)
+    _cluster(settings)
     target = topic or settings.topics.output
     out = sys.stdout.buffer
     for msg in tail(settings.kafka.base(), target, from_beginning, idle_timeout or None, count):
@@ -194,10 +259,14 @@ def consume(
 
 @app.command()
 def lag(config: ConfigOpt = None) -> None:
-    """Lag of the worker group on every partition of the input topics."""
+    """Lag of the worker group on every partition of the input topics.
+
+    Gives up after 15 s without Kafka.
+    """
     from stream_infer.ops.lag import group_lag
 
     settings = _settings(config)
+    _cluster(settings)
     rows = group_lag(settings.kafka.base(), settings.kafka.group_id, settings.topics.inputs)
     typer.echo(f"{'TOPIC':<30} {'PARTITION':>9} {'COMMITTED':>12} {'END':>12} {'LAG':>10}")
     for r in rows:
@@ -298,19 +367,29 @@ def broker_start(port: PortOpt = 9092, data_dir: DataDirOpt = DEFAULT_DATA_DIR) 
     )
 
 
-@broker_app.command("stop")
-def broker_stop(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
-    """Stop the broker of DATA_DIR (SIGTERM, then SIGKILL after 30 s)."""
-    from stream_infer.tools.devbroker import stop_broker
+OptionalPortOpt = Annotated[
+    int | None,
+    typer.Option(help="The port the broker of DATA_DIR should run on; checked, not searched."),
+]
 
+
+@broker_app.command("stop")
+def broker_stop(port: OptionalPortOpt = None, data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+    """Stop the broker of DATA_DIR (SIGTERM, then SIGKILL after 30 s)."""
+    from stream_infer.tools.devbroker import expect_port, stop_broker
+
+    expect_port(data_dir, port)
     typer.echo("broker stopped" if stop_broker(data_dir) else "no broker was running")
 
 
 @broker_app.command("status")
-def broker_status_cmd(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+def broker_status_cmd(
+    port: OptionalPortOpt = None, data_dir: DataDirOpt = DEFAULT_DATA_DIR
+) -> None:
     """Say whether the broker of DATA_DIR runs and answers; exit 1 when it does not."""
-    from stream_infer.tools.devbroker import broker_status
+    from stream_infer.tools.devbroker import broker_status, expect_port
 
+    expect_port(data_dir, port)
     st = broker_status(data_dir)
     if not st.running:
         typer.echo(f"not running (data {st.data_dir})")
@@ -345,14 +424,25 @@ def dev(
         int,
         typer.Option(help="Send one undecodable event every N (0: none), to show dead letters."),
     ] = 250,
-    keep_broker: Annotated[bool, typer.Option(help="Leave the broker running on exit.")] = False,
+    keep_broker: Annotated[
+        bool, typer.Option("--keep-broker", help="Leave the broker running on exit.")
+    ] = False,
 ) -> None:
-    """Everything locally: broker, topics, demo model, worker and demo producer."""
+    """Everything locally: broker, topics, demo model, worker and demo producer.
+
+    Ctrl-C, SIGTERM or SIGHUP stop it all (the broker too, unless --keep-broker)
+    and print the totals; exit code 0. A second signal exits at once.
+    """
     from stream_infer.tools.devloop import run_dev
 
     settings = _settings(config)
     run_dev(
-        settings, rate=rate, duration=duration, poison_every=poison_every, keep_broker=keep_broker
+        settings,
+        rate=rate,
+        duration=duration,
+        poison_every=poison_every,
+        keep_broker=keep_broker,
+        config=config,
     )
 
 

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "STREAM_INFER_"
+CONFIG_ENV = "STREAM_INFER_CONFIG"  # the config file, when no path is given
 ClientProps = dict[str, str | int | float | bool]
 
 # Properties stream-infer owns: letting a file override them would silently
@@ -357,26 +358,44 @@ def _unknown_env_sections() -> list[str]:
     return sorted(bad)
 
 
+def _env_origin(loc: tuple[Any, ...]) -> str:
+    """`` [from STREAM_INFER_...]`` when an environment variable set this key (or a parent)."""
+    names = {k.upper() for k in os.environ}
+    for depth in range(len(loc), 0, -1):
+        env_var = ENV_PREFIX + "__".join(str(p) for p in loc[:depth]).upper()
+        if env_var in names:
+            return f" [from {env_var}]"
+    return ""
+
+
 def _describe(err: dict[str, Any]) -> str:
     loc = ".".join(str(part) for part in err.get("loc", ()))
     msg = str(err.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
+    origin = _env_origin(tuple(err.get("loc", ())))
     if err.get("type") == "extra_forbidden":
-        return f"{loc}: unknown key"
+        return f"{loc}: unknown key{origin}"
     shown = err.get("input")
     got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
-    env_var = ENV_PREFIX + "__".join(str(p) for p in err.get("loc", ())).upper()
-    origin = f" [from {env_var}]" if env_var in {k.upper() for k in os.environ} else ""
     return f"{loc}: {msg}{got}{origin}" if loc else f"{msg}{got}"
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
     """Read the file (if any), apply environment overrides, validate everything.
 
+    Without ``path``, the file named by ``STREAM_INFER_CONFIG`` is read, if set.
+
     Raises :class:`ConfigError` with one line that names every offending key,
     before any connection is attempted.
     """
-    data = _read_yaml(Path(path)) if path is not None else {}
+    origin = ""
+    if path is None and os.environ.get(CONFIG_ENV):
+        # Containers name their file in the environment; an explicit path wins.
+        path, origin = os.environ[CONFIG_ENV], f" (from {CONFIG_ENV})"
+    try:
+        data = _read_yaml(Path(path)) if path is not None else {}
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{origin}") from None
     unknown = _unknown_env_sections()
     if unknown:
         raise ConfigError(f"unknown configuration section in environment: {', '.join(unknown)}")

@@ -21,7 +21,7 @@ from stream_infer.config import ModelSettings, cache_root
 from stream_infer.errors import InferenceError, ModelError
 from stream_infer.logging import get_logger
 
-__all__ = ["InputSpec", "Model", "Signature", "load_model"]
+__all__ = ["InputSpec", "Model", "Signature", "load_model", "read_signature"]
 
 log = get_logger("model")
 
@@ -305,3 +305,20 @@ def load_model(settings: ModelSettings, warmup_rows: int = 512) -> Model:
     if settings.warmup:
         model.warm_up(warmup_rows)
     return model
+
+
+def read_signature(path: str | Path) -> Signature:
+    """What the model takes and returns, for tools that shape events but run nothing.
+
+    A CPU session only: no provider probing (which logs about TensorRT and CUDA),
+    no warm-up, no log line.
+    """
+    import onnxruntime as ort
+
+    model_path = Path(path)
+    _sniff(model_path)
+    settings = ModelSettings.model_validate(
+        {"path": str(model_path), "device": "cpu", "warmup": False}
+    )
+    session, _ = _open(ort, model_path, settings, CPU)
+    return _signature(session)[0]

@@ -7,14 +7,14 @@ in-flight work is finished and committed before partitions are given away.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from stream_infer.errors import CommitError, KafkaClientError, StreamInferError, kafka_error_text
+from stream_infer.kafka.admin import WORKER_TIMEOUT_S, missing_topic_hint, probe_cluster
 from stream_infer.kafka.offsets import TopicPartition as TP
 from stream_infer.logging import get_logger, where
 
@@ -23,6 +23,9 @@ __all__ = ["InputConsumer", "check_topics"]
 log = get_logger("consumer")
 
 PartitionHook = Callable[[list[TP]], None]
+
+# A first assignment that takes longer than this gets one line saying what is awaited.
+_ASSIGN_PATIENCE_S = 5.0
 
 # Errors that come back as "messages" and only mean the broker is busy or away.
 _TRANSIENT = {
@@ -63,6 +66,8 @@ class InputConsumer:
         conf.setdefault("error_cb", self._on_error)
         conf["on_commit"] = self._on_commit
         self._client = Consumer(conf)
+        self._session_timeout_ms = conf.get("session.timeout.ms", 45000)
+        self._subscribed_at: float | None = None  # until the first partition is assigned
         self._hooks = (on_assigned, on_revoked, on_lost)
         self.paused = False
         self.fatal: BaseException | None = None
@@ -117,6 +122,8 @@ class InputConsumer:
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._bump()
+        if partitions:
+            self._subscribed_at = None
         consumer.incremental_assign(partitions)
         if partitions and self.paused:
             consumer.pause(partitions)  # new partitions join the backpressure
@@ -145,10 +152,31 @@ class InputConsumer:
         self._client.subscribe(
             topics, on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost
         )
+        self._subscribed_at = time.monotonic()
+
+    def _say_what_we_wait_for(self) -> None:
+        """One line when no partition comes within 5 s: otherwise the log is silent for ~45 s.
+
+        The usual cause is a member that did not leave cleanly (kill -9, a crashed
+        pod): the group waits for it until its session times out. With cooperative
+        rebalancing a newcomer may first get an empty assignment while a member that
+        holds the partitions has yet to give them up, so only partitions count.
+        """
+        since = self._subscribed_at
+        if since is not None and time.monotonic() - since >= _ASSIGN_PATIENCE_S:
+            self._subscribed_at = None
+            log.info(
+                "waiting for the group to assign partitions (a member that did not leave "
+                "cleanly can hold them for up to session.timeout.ms=%s; with more members "
+                "than partitions, some stay idle)",
+                self._session_timeout_ms,
+            )
 
     def consume(self, max_messages: int, timeout: float) -> list[Message]:
         """Up to ``max_messages`` records, error events filtered out (and logged)."""
         msgs = self._client.consume(max_messages, timeout)
+        if self._subscribed_at is not None:
+            self._say_what_we_wait_for()
         if not msgs:
             return msgs
         good = [m for m in msgs if m.error() is None]
@@ -209,47 +237,22 @@ class InputConsumer:
 
 
 def check_topics(
-    admin_conf: dict[str, Any], topics: dict[str, list[str]], timeout: float
+    admin_conf: dict[str, Any], topics: dict[str, list[str]], timeout: float = WORKER_TIMEOUT_S
 ) -> dict[str, int]:
-    """Wait for the cluster, then insist every configured topic exists.
+    """Wait for the cluster (at most ``timeout`` s), then insist every configured topic exists.
 
     Returns partitions per input topic. A missing topic is a start-up error
     that names it and the config key, never an auto-created surprise.
     """
-    conf = dict(admin_conf)
-    conf.setdefault("logger", get_logger("librdkafka"))
-    admin = AdminClient(conf)
-    servers = conf.get("bootstrap.servers")
-
-    def fetch() -> Any:
-        try:
-            return admin.list_topics(timeout=min(10.0, timeout))
-        except KafkaException as exc:
-            log.warning("Kafka at %s not reachable yet: %s", servers, kafka_error_text(exc.args[0]))
-            raise
-
-    try:
-        for attempt in Retrying(
-            retry=retry_if_exception_type(KafkaException),
-            wait=wait_exponential(multiplier=0.5, max=5),
-            stop=stop_after_delay(timeout),
-            reraise=True,
-        ):
-            with attempt:
-                meta = fetch()
-    except KafkaException as exc:
-        raise KafkaClientError(
-            f"cannot reach Kafka at {servers} within {timeout:.0f}s", exc.args[0]
-        ) from None
+    meta = probe_cluster(admin_conf, timeout, say_waiting=True)
     missing = []
     for key, names in topics.items():
         for name in names:
             info = meta.topics.get(name)
             if info is None or info.error is not None:
-                missing.append(f"{key} '{name}'")
+                missing.append((key, name))
     if missing:
-        raise StreamInferError(
-            f"topic does not exist: {', '.join(missing)} "
-            "(create it with `stream-infer topics apply`)"
-        )
+        listed = ", ".join(f"{key} '{name}'" for key, name in missing)
+        hint = missing_topic_hint([name for _, name in missing])
+        raise StreamInferError(f"topic does not exist: {listed} ({hint})")
     return {name: len(meta.topics[name].partitions) for name in topics.get("topics.inputs", [])}

@@ -34,7 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from stream_infer.errors import ProduceError, Stage, kafka_error_text
 from stream_infer.inference.envelope import Headers, SourceRecord, dead_letter_headers, error_class
 from stream_infer.kafka.offsets import Batch
-from stream_infer.logging import get_logger, where
+from stream_infer.logging import SampledLog, get_logger, where
 
 __all__ = ["Deliveries", "OutputProducer", "verdict"]
 
@@ -182,6 +182,16 @@ class Deliveries:
         # Dead letters decided, by stage (the metrics read it); a batch once fully acknowledged.
         self.stage_counts: dict[str, int] = {} if stage_counts is None else stage_counts
         self._on_batch_done = on_batch_done
+        # One full warning per (stage, error class) per 10 s, the rest summed up in one line;
+        # the worker calls dead_letter_log.flush() at shutdown for the last window.
+        self.dead_letter_log = SampledLog(
+            log,
+            lambda total, secs, counts: (
+                f"dead-lettered {total} events in the last {secs:.0f}s: "
+                + ", ".join(f"{kind} {n}" for kind, n in counts.items())
+                + f" (stream-infer consume --topic {dead_letter_topic})"
+            ),
+        )
 
     # -- producing (any thread) ---------------------------------------------------
 
@@ -213,7 +223,8 @@ class Deliveries:
             rec, stage, error_class(exc), str(exc),
             group=self._group, model_version=self._model_version, worker=self._worker,
         )  # fmt: skip
-        log.warning("dead-lettering %s (%s): %s", _origin(batch, i), stage, exc)
+        kind = f"{stage}/{error_class(exc)}"
+        self.dead_letter_log.log(kind, "dead-lettering %s (%s): %s", _origin(batch, i), kind, exc)
         batch.dead_letter_headers[i] = headers  # delivery reports do not carry headers
         self._send((batch, i, DEAD_LETTER, self._dlq, rec.value(), rec.key(), headers))
 

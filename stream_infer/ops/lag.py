@@ -34,6 +34,7 @@ def group_lag(
 ) -> list[PartitionLag]:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+    from stream_infer.kafka.admin import missing_topic_hint
     from stream_infer.logging import get_logger
 
     conf = {
@@ -49,7 +50,9 @@ def group_lag(
         for name in topics:
             info = meta.topics.get(name)
             if info is None or info.error is not None:
-                raise KafkaClientError(f"topic '{name}' does not exist")
+                raise KafkaClientError(
+                    f"topic '{name}' does not exist ({missing_topic_hint([name])})"
+                )
             tps.extend(TopicPartition(name, p) for p in sorted(info.partitions))
         committed = client.committed(tps, timeout=timeout)
         rows = []

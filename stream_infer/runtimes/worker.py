@@ -470,5 +470,6 @@ class Worker:
             self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic())))
         except Exception as exc:  # never let cleanup hide the reason we are stopping
             log.warning("final flush failed: %s", exc)
+        self._deliveries.dead_letter_log.flush()  # the last window's summary line
         self.telemetry.close(min(5.0, deadline - time.monotonic()))
         log.info("stopped in %.1fs", time.monotonic() - started)

@@ -31,8 +31,11 @@ __all__ = [
     "BrokerStatus",
     "broker_status",
     "classpath",
+    "expect_port",
     "fetch_jars",
+    "format_storage",
     "free_port",
+    "new_cluster_id",
     "start_broker",
     "stop_broker",
 ]
@@ -150,6 +153,38 @@ def _properties(data_dir: Path, port: int, controller_port: int) -> str:
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka writes them: 16 bytes, URL-safe base64, unpadded.
+
+    Like Kafka's own ``Uuid.randomUuid``, ids that begin with ``-`` are drawn again
+    (one in 64 would), so that no command line ever reads one as an option.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
+
+
+def format_storage(props: Path, cluster_id: str, java: str | None = None, cp: str = "") -> None:
+    """Format the log folders of ``props`` for ``cluster_id`` (first start only).
+
+    The id is passed as ``--cluster-id=ID``, one word, so that even an id that
+    begins with ``-`` is taken as the value it is.
+    """
+    cmd = [
+        java or _java(),
+        "-cp",
+        cp or classpath(),
+        "kafka.tools.StorageTool",
+        "format",
+        f"--cluster-id={cluster_id}",
+        f"--config={props}",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BrokerError(f"formatting {props.parent} failed: {done.stdout}{done.stderr}".strip())
+
+
 @dataclass(frozen=True)
 class BrokerStatus:
     data_dir: Path
@@ -209,6 +244,19 @@ def broker_status(data_dir: str | Path) -> BrokerStatus:
     return BrokerStatus(data, True, pid, port, reachable=bool(port) and _reachable(int(port or 0)))
 
 
+def expect_port(data_dir: str | Path, port: int | None) -> None:
+    """Refuse, in one line, when the broker of ``data_dir`` runs on another port than ``port``.
+
+    ``broker stop --port N`` must not stop a broker the user did not mean.
+    """
+    st = broker_status(data_dir)
+    if port is not None and st.running and st.port != port:
+        raise BrokerError(
+            f"the broker of {st.data_dir} runs on port {st.port}, not {port} "
+            f"(use --port {st.port}, or --data-dir for another broker)"
+        )
+
+
 def _log_tail(data_dir: Path, lines: int = 25) -> str:
     chunks = []
     for name in ("kafka.out", "logs/server.log"):
@@ -250,25 +298,7 @@ def start_broker(
         props.write_text(_properties(data, port, int(controller_port)))
         cp = str(lib / "*")
         if not (data / "kraft" / "meta.properties").is_file():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            fmt = subprocess.run(
-                [
-                    java,
-                    "-cp",
-                    cp,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(props),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if fmt.returncode != 0:
-                raise BrokerError(f"formatting {data} failed: {fmt.stdout}{fmt.stderr}".strip())
+            format_storage(props, new_cluster_id(), java, cp)
         heap = heap or os.environ.get("STREAM_INFER_BROKER_HEAP", "768m")
         cmd = [
             java,
@@ -339,7 +369,7 @@ def stop_broker(data_dir: str | Path, timeout: float = 30.0, kill: bool = False)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # it just exited: reap it now, leave no zombie behind
     (data / _PID_FILE).unlink(missing_ok=True)
     return True

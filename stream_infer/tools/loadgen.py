@@ -19,7 +19,14 @@ from stream_infer.errors import KafkaClientError
 from stream_infer.inference.model import Signature
 from stream_infer.logging import get_logger
 
-__all__ = ["generated_events", "line_events", "produce_events"]
+__all__ = [
+    "POISON_KEY",
+    "demo_value_events",
+    "generated_events",
+    "line_events",
+    "produce_events",
+    "with_poison",
+]
 
 Event = tuple[bytes | None, bytes]
 
@@ -46,6 +53,24 @@ def demo_value_events(loop: bool) -> Iterator[Event]:
 
     for key, event in demo_events(loop=loop):
         yield key, orjson.dumps(event)
+
+
+POISON_KEY = b"poison"
+# What a demo stream mixes in so that the dead-letter topic has something to show: one
+# event that is not JSON (stage decode), one with too few features (stage validate).
+_POISON = (
+    b'{"id": "poison", "features": "thirty numbers"',
+    b'{"id": "poison", "features": [1, 2, 3]}',
+)
+
+
+def with_poison(events: Iterable[Event], every: int) -> Iterator[Event]:
+    """``events`` with every ``every``-th one replaced by a poison event (0: none)."""
+    for n, event in enumerate(events, start=1):
+        if every and n % every == 0:
+            yield POISON_KEY, _POISON[(n // every) % 2]
+        else:
+            yield event
 
 
 def generated_events(signature: Signature, seed: int = 0) -> Iterator[Event]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -14,8 +16,10 @@ import pytest
 import yaml
 
 from stream_infer.tools.devbroker import classpath
+from stream_infer.tools.loadgen import demo_value_events, with_poison
+from stream_infer.tools.topics import TopicDecl, apply_topics
 from tests.conftest import free_port
-from tests.integration.conftest import ROOT, read, running, unique
+from tests.integration.conftest import ROOT, read, running, send, unique
 
 
 def _cli(
@@ -48,6 +52,18 @@ def test_broker_start_status_stop_from_separate_processes(tmp_path: Path) -> Non
             pass
         status = _cli("broker", "status", "--data-dir", str(data))
         assert status.returncode == 0 and "answering" in status.stdout
+        # --port, as the README writes it, checks that the data dir's broker is that one.
+        status = _cli("broker", "status", "--port", str(port), "--data-dir", str(data))
+        assert status.returncode == 0 and f"bootstrap 127.0.0.1:{port}" in status.stdout
+        other = port + 1 if port < 65535 else port - 1
+        for cmd in ("status", "stop"):
+            wrong = _cli("broker", cmd, "--port", str(other), "--data-dir", str(data))
+            assert wrong.returncode == 1, (cmd, wrong.stdout, wrong.stderr)
+            assert wrong.stderr.strip().splitlines() == [
+                f"stream-infer: error: the broker of {data.resolve()} runs on port {port}, "
+                f"not {other} (use --port {port}, or --data-dir for another broker)"
+            ]
+        assert _cli("broker", "status", "--data-dir", str(data)).returncode == 0  # still up
         again = _cli("broker", "start", "--port", str(port), "--data-dir", str(data))
         assert again.returncode == 0  # idempotent
         clash = _cli("broker", "start", "--port", str(port), "--data-dir", str(tmp_path / "other"))
@@ -56,7 +72,7 @@ def test_broker_start_status_stop_from_separate_processes(tmp_path: Path) -> Non
         )
         assert len(clash.stderr.strip().splitlines()) == 1
     finally:
-        stopped = _cli("broker", "stop", "--data-dir", str(data))
+        stopped = _cli("broker", "stop", "--port", str(port), "--data-dir", str(data))
     assert stopped.returncode == 0 and "broker stopped" in stopped.stdout
     gone = _cli("broker", "status", "--data-dir", str(data))
     assert gone.returncode == 1 and "not running" in gone.stdout
@@ -104,7 +120,10 @@ def test_produce_consume_and_lag_commands(
     assert sent.returncode == 0, sent.stderr
     assert "produced 26 events" in sent.stderr
     generated = _cli("produce", "--config", str(cfg), "--count", "10", "--rate", "200")
-    assert generated.returncode == 0 and "produced 10 events" in generated.stderr, generated.stderr
+    assert generated.returncode == 0, generated.stderr
+    # It reads the model's inputs but runs nothing: no word about providers or the model.
+    target = settings.topics.inputs[0]
+    assert generated.stderr.strip().splitlines() == [f"produced 10 events to {target}"]
     with running(settings):
         read(kafka, settings.topics.output, 35)
         read(kafka, settings.topics.dead_letter, 1)
@@ -127,6 +146,45 @@ def test_produce_consume_and_lag_commands(
     assert letter["value"] == "not json at all" and letter["headers"]["dlq.error.stage"] == "decode"
     lag = _cli("lag", "--config", str(cfg))
     assert lag.returncode == 0 and "total lag: 0" in lag.stdout, lag.stdout + lag.stderr
+    # The same file through STREAM_INFER_CONFIG, as a container names it.
+    lag = _cli("lag", env={"STREAM_INFER_CONFIG": str(cfg)})
+    assert lag.returncode == 0 and "total lag: 0" in lag.stdout, lag.stdout + lag.stderr
+    assert target in lag.stdout
+
+
+def test_produce_demo_mixes_in_poison(kafka, make_topic) -> None:
+    topic = make_topic("poisoned", 1)
+    env = {"STREAM_INFER_KAFKA__BOOTSTRAP_SERVERS": kafka}
+    sent = _cli(
+        "produce", "--demo", "--count", "20", "--poison-every", "5", "--topic", topic, env=env
+    )
+    assert sent.returncode == 0 and "produced 20 events" in sent.stderr, sent.stderr
+    got = read(kafka, topic, 20)
+    poison = [r for r in got if r["key"] == "poison"]
+    assert [r["offset"] for r in poison] == [4, 9, 14, 19]
+    kinds = {type(r["value"]).__name__ for r in poison}
+    assert kinds == {"str", "dict"}  # one undecodable, one with the wrong shape
+    assert all(r["value"]["id"].startswith("bc-") for r in got if r["key"] != "poison")
+
+
+def test_produce_without_a_source_says_which_sources_there_are() -> None:
+    result = _cli("produce")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "stream-infer: usage error: say what to send: --file F (JSON lines; '-' for stdin), "
+        "--demo (the demo dataset), or --count N (N generated rows shaped for the model)"
+    ]
+    result = _cli("produce", "--count", "3", "--poison-every", "2")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "stream-infer: usage error: --poison-every N needs --demo and N >= 0"
+    )
+
+
+def _path_without_stream_infer() -> str:
+    """PATH as a fresh shell after the quickstart has it: no folder with a stream-infer."""
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(d for d in dirs if d and not (Path(d) / "stream-infer").exists())
 
 
 def test_dev_runs_the_whole_loop(kafka: str, tmp_path: Path) -> None:
@@ -136,20 +194,30 @@ def test_dev_runs_the_whole_loop(kafka: str, tmp_path: Path) -> None:
         "dead_letter": unique("dev-dlq"),
     }
     (tmp_path / "topics").mkdir()
+    decls = []
     for name, parts in ((names["inputs"][0], 2), (names["output"], 2), (names["dead_letter"], 1)):
         (tmp_path / "topics" / f"{name}.yaml").write_text(
             yaml.safe_dump({"name": name, "partitions": parts})
         )
+        decls.append(TopicDecl(name=name, partitions=parts))
+    group = unique("dev")
+    # Events from an earlier run that the group never processed: dev's totals must count them.
+    apply_topics({"bootstrap.servers": kafka}, decls)
+    keys, values = zip(
+        *itertools.islice(with_poison(demo_value_events(False), 10), 40), strict=True
+    )
+    send(kafka, names["inputs"][0], list(values), list(keys))
     cfg = tmp_path / "dev.yaml"
     cfg.write_text(
         yaml.safe_dump(
             {
-                "kafka": {"bootstrap_servers": kafka, "group_id": unique("dev")},
+                "kafka": {"bootstrap_servers": kafka, "group_id": group},
                 "topics": names,
                 "model": {"path": "models/demo.onnx"},
             }
         )
     )
+    env = {"PATH": _path_without_stream_infer()}
     result = _cli(
         "dev",
         "--config",
@@ -161,16 +229,45 @@ def test_dev_runs_the_whole_loop(kafka: str, tmp_path: Path) -> None:
         "--poison-every",
         "50",
         cwd=tmp_path,
+        env=env,
         timeout=240,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "hold-out accuracy" in result.stdout  # trained the demo model into this folder
     assert (tmp_path / "models" / "demo.onnx").is_file()
-    done = re.search(r"done: produced (\d+), predictions (\d+), dead letters (\d+)", result.stdout)
+    done = re.search(
+        r"done: produced (\d+) \(plus (\d+) already waiting\), predictions (\d+), "
+        r"dead letters (\d+)",
+        result.stdout,
+    )
     assert done, result.stdout
-    produced, predictions, dead = map(int, done.groups())
-    assert produced > 500 and dead >= produced // 50 - 1
-    assert predictions + dead == produced
+    produced, waiting, predictions, dead = map(int, done.groups())
+    assert waiting == 40
+    assert produced > 500 and dead >= produced // 50 - 1 + 4
+    assert predictions + dead == produced + waiting
+    # A stable identity for static membership, unless the config names one.
+    assert f"worker dev-{socket.gethostname()}: " in result.stderr
+    # The hints are runnable as printed, though stream-infer is not on this PATH.
+    hints = dict(
+        re.findall(r"^  (predictions|dead letters|group lag): +(.+)$", result.stdout, re.M)
+    )
+    assert set(hints) == {"predictions", "dead letters", "group lag"}, result.stdout
+    script = Path(sys.executable).parent / "stream-infer"
+    for hint in hints.values():
+        words = shlex.split(hint)
+        assert words[0] != "stream-infer"
+        if script.is_file():
+            assert words[0] == str(script)
+    for what, expected in (("group lag", "total lag: 0"), ("dead letters", '"dlq.error.stage"')):
+        ran = subprocess.run(
+            shlex.split(hints[what]),
+            cwd=tmp_path,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0 and expected in ran.stdout, (what, ran.stderr[-2000:])
 
 
 def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
@@ -193,6 +290,20 @@ def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     for args in (["bench"], ["dlq", "replay"], ["run", "--runtime", "faust"]):
         result = _cli(*args)
         assert result.returncode == 2 and "not implemented yet" in result.stderr, args
+    result = _cli("run", env={"STREAM_INFER_KAFKA__BOOTSTRAP_SERVER": "x:1"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "stream-infer: error: invalid configuration: kafka.bootstrap_server: unknown key "
+        "[from STREAM_INFER_KAFKA__BOOTSTRAP_SERVER]"
+    )
+    gone = tmp_path / "gone.yaml"
+    result = _cli("run", env={"STREAM_INFER_CONFIG": str(gone)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"stream-infer: error: config file not found: {gone} (from STREAM_INFER_CONFIG)"
+    )
+    result = _cli("run", "--config", str(bad), env={"STREAM_INFER_CONFIG": str(gone)})
+    assert "kafka.bootstrap_server: unknown key" in result.stderr  # --config wins
 
 
 def test_every_command_has_help() -> None:
@@ -212,3 +323,35 @@ def test_every_command_has_help() -> None:
     ):
         result = _cli(*args)
         assert result.returncode == 0 and "Usage" in result.stdout, args
+        # Flags take no value, and the help must not suggest one.
+        assert "<bool>" not in result.stdout, (args, result.stdout)
+
+
+def _option_help(command: list[str], option: str) -> str:
+    """The help text of one option: its line and the lines that continue it."""
+    text = _cli(*command, "--help").stdout
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(option))
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if line.strip().startswith("-") or not line.strip():
+            break
+        block.append(line)
+    return " ".join(" ".join(block).split())
+
+
+def test_help_shows_flags_as_flags_and_says_what_they_do() -> None:
+    assert _option_help(["produce"], "--demo") == "--demo Replay the demo dataset."
+    produce = _cli("produce", "--help").stdout
+    assert "--no-demo" not in produce and "--no-loop" not in produce
+    assert (
+        _option_help(["dev"], "--keep-broker") == "--keep-broker Leave the broker running on exit."
+    )
+    assert "--no-keep-broker" not in _cli("dev", "--help").stdout
+    assert _option_help(["consume"], "--from-beginning") == (
+        "--from-beginning / --from-end Start at the oldest record of every partition, or only "
+        "show new ones. [default: from-beginning]"
+    )
+    assert _option_help(["run"], "--runtime").startswith("--runtime <native|faust> native:")
+    bad = _cli("run", "--runtime", "flink")
+    assert bad.returncode == 2 and "'flink' is not one of 'native', 'faust'" in bad.stderr

@@ -284,9 +284,11 @@ def test_kill_9_and_restart_under_the_same_id_resumes_at_once(
                 with worker_process(cfg_a, log_a) as a:
                     if crash == 0:
                         wait_for(
-                            lambda: len(assignment_of("replica-a")) == 3
-                            and assignment_of("replica-a") | assignment_of("replica-b")
-                            == set(range(partitions)),
+                            lambda: (
+                                len(assignment_of("replica-a")) == 3
+                                and assignment_of("replica-a") | assignment_of("replica-b")
+                                == set(range(partitions))
+                            ),
                             60,
                             "the cooperative rebalance to settle on three partitions each",
                         )

@@ -158,3 +158,51 @@ def test_tool_variables_are_not_mistaken_for_sections(monkeypatch: pytest.Monkey
     monkeypatch.setenv("STREAM_INFER_CACHE_DIR__X", "1")
     with pytest.raises(ConfigError, match="STREAM_INFER_CACHE_DIR__X"):
         load_settings()
+
+
+def test_unknown_environment_key_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_INFER_KAFKA__BOOTSTRAP_SERVER", "x:1")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "invalid configuration: kafka.bootstrap_server: unknown key "
+        "[from STREAM_INFER_KAFKA__BOOTSTRAP_SERVER]"
+    )
+
+
+def test_unknown_key_in_a_json_override_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAM_INFER_TOPICS", '{"outptu": "x"}')
+    with pytest.raises(
+        ConfigError, match=r"topics\.outptu: unknown key \[from STREAM_INFER_TOPICS\]"
+    ):
+        load_settings()
+
+
+def test_unknown_key_in_the_file_has_no_environment_tag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, "kafka:\n  bootstrap_server: x\n"))
+    assert str(info.value).endswith("kafka.bootstrap_server: unknown key")
+
+
+def test_stream_infer_config_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from_env = _write(tmp_path, "kafka:\n  group_id: from-env-file\n")
+    monkeypatch.setenv("STREAM_INFER_CONFIG", str(from_env))
+    assert load_settings().kafka.group_id == "from-env-file"
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text("kafka:\n  group_id: explicit\n")
+    assert load_settings(explicit).kafka.group_id == "explicit"  # --config wins
+
+
+def test_stream_infer_config_naming_a_missing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAM_INFER_CONFIG", str(tmp_path / "gone.yaml"))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        f"config file not found: {tmp_path / 'gone.yaml'} (from STREAM_INFER_CONFIG)"
+    )

@@ -119,3 +119,36 @@ def test_transient_failures_are_retried_until_delivered() -> None:
 def test_an_unknown_error_is_retried_a_few_times_then_rejected() -> None:
     unknown = KafkaError(KafkaError.INVALID_PRODUCER_EPOCH)  # not in any list
     assert [verdict(unknown, n) for n in (0, 7, 8)] == ["retry", "retry", "reject"]
+
+
+def test_dead_letters_are_logged_once_per_kind_then_summed_up(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from stream_infer.errors import DecodeError, ValidationError
+    from stream_infer.kafka.offsets import Batch
+    from stream_infer.logging import configure_logging
+
+    configure_logging("INFO")
+    deliveries, fake = _deliveries([])
+    batch = Batch(1, [Record(offset_=i, partition_=i % 2) for i in range(12)])
+    for i in range(12):
+        if i % 3 == 2:
+            deliveries.dead_letter(batch, i, "decode", DecodeError("not JSON"))
+        else:
+            deliveries.dead_letter(batch, i, "validate", ValidationError(f"row {i} too short"))
+    _drain(deliveries)
+    assert len([t for t, *_ in fake.sent if t == "dlq"]) == 12  # every one is still sent
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    assert "WARNING" in lines[0]
+    assert lines[0].endswith(
+        "dead-lettering events[0]@0 (validate/ValidationError): row 0 too short"
+    )
+    assert lines[1].endswith("dead-lettering events[0]@2 (decode/DecodeError): not JSON")
+    deliveries.dead_letter_log.flush()  # the worker's shutdown
+    [summary] = capsys.readouterr().err.strip().splitlines()
+    assert "WARNING" in summary
+    assert summary.endswith(
+        "dead-lettered 12 events in the last 1s: validate/ValidationError 8, "
+        "decode/DecodeError 4 (stream-infer consume --topic dlq)"
+    )
