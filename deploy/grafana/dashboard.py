@@ -253,6 +253,33 @@ def _kafka_row(board: dashboard.Dashboard) -> None:
             ),
         )
     )
+    _pipeline_panels(board)
+
+
+def _pipeline_panels(board: dashboard.Dashboard) -> None:
+    board.with_panel(
+        _timeseries(
+            "Rebalances",
+            "Partitions assigned, revoked and lost per second, per kind: a steady stream of "
+            "them means members come and go (crash loops, too short a session timeout).",
+            _PER_SECOND,
+            (f"sum by (kind) ({_rate('stream_infer_rebalance_partitions_total')})", "{{kind}}"),
+        )
+    )
+    board.with_panel(
+        _timeseries(
+            "Pipeline",
+            "Batches consumed but not yet acknowledged, per worker (bounded by "
+            "processing.max_in_flight_batches), and how old each worker's lag figures are "
+            "(refreshed every metrics.lag_interval_s).",
+            "short",
+            (_in_group("stream_infer_in_flight_batches"), "in flight {{instance}}"),
+            (
+                f"stream_infer_consumer_lag_age_seconds{{{_GROUP}}}",
+                "lag age (s) {{instance}}",
+            ),
+        )
+    )
 
 
 def _latency_row(board: dashboard.Dashboard) -> None:
@@ -392,6 +419,17 @@ def _drift_row(board: dashboard.Dashboard) -> None:
         .thresholds(drift_steps)
         .thresholds_style(
             common.GraphThresholdsStyleConfig().mode(common_models.GraphThresholdsStyleMode.LINE)
+        )
+    )
+    board.with_panel(
+        _timeseries(
+            "Outputs over the drift window",
+            "Mean and standard deviation of each output value over the drift window, per "
+            "worker, and how many predicted rows the window holds.",
+            "short",
+            (_in_group("stream_infer_output_window_mean"), "mean {{output}}[{{index}}]"),
+            (_in_group("stream_infer_output_window_stddev"), "stddev {{output}}[{{index}}]"),
+            (_in_group("stream_infer_drift_window_rows"), "rows {{instance}}"),
         )
     )
 

@@ -21,10 +21,18 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+import yaml
 
 from stream_infer.tools.demo import baseline_path, demo_dataset
 from tests.conftest import free_port
-from tests.integration.conftest import send, topic_size, unique, wait_for, worker_process
+from tests.integration.conftest import (
+    ROOT,
+    send,
+    topic_size,
+    unique,
+    wait_for,
+    worker_process,
+)
 from tests.integration.prom import (
     alert_rules,
     dashboard_queries,
@@ -33,7 +41,7 @@ from tests.integration.prom import (
     recording_rules,
     rules_for_tests,
 )
-from tests.integration.test_operate import process_config, status
+from tests.integration.test_operate import process_config, scrape, status
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +56,14 @@ def _demo_events(rows: np.ndarray, start: int, poison_every: int = 0) -> tuple[l
         else:
             values.append(orjson.dumps({"id": n, "features": row}))
     return keys, values
+
+
+def _family(sample: str) -> str:
+    """The catalogue name of a sample: histogram series fold into their histogram."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        if sample.endswith(suffix) and not sample.endswith("_total"):
+            return sample.removesuffix(suffix)
+    return sample
 
 
 def test_dashboard_alerts_and_keda_query_on_a_real_prometheus(
@@ -94,6 +110,10 @@ def test_dashboard_alerts_and_keda_query_on_a_real_prometheus(
     ):
         for p in ports.values():
             wait_for(lambda p=p: status(p, "/readyz")[0] == 200, 90, "workers ready")
+        # Counters must be seen at zero first, or their rate over the burst would be 0.
+        wait_for(
+            lambda: len(prom.query("stream_infer_predictions_total")) == 3, 60, "first scrapes"
+        )
         keys, values = _demo_events(x[:10, :4], 0)
         send(kafka, stalled.topics.inputs[0], values, keys)
 
@@ -116,6 +136,10 @@ def test_dashboard_alerts_and_keda_query_on_a_real_prometheus(
             60,
             "dead-letter ratio alert",
         )
+        # The worker exports exactly the catalogue that rules and dashboard are checked against.
+        exported = {_family(name) for name, _ in scrape(ports["b"])}
+        catalogue = set(yaml.safe_load((ROOT / "tests/data/metrics.yml").read_text())) - {"up"}
+        assert exported == catalogue, (exported - catalogue, catalogue - exported)
         for title, expr in dashboard_queries(group):
             assert prom.query(expr), f"dashboard panel '{title}' has no data: {expr}"
         for name, expr in recording_rules().items():
