@@ -258,21 +258,45 @@ def consume(
 
 
 @app.command()
-def lag(config: ConfigOpt = None) -> None:
+def lag(
+    config: ConfigOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON instead of a table (one line per refresh).")
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh until Ctrl-C, with rates per partition.")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes (--watch).")] = 2.0,
+    times: Annotated[
+        int, typer.Option(help="With --watch: stop after this many refreshes (0: never).")
+    ] = 0,
+) -> None:
     """Lag of the worker group on every partition of the input topics.
 
     Gives up after 15 s without Kafka.
     """
-    from stream_infer.ops.lag import group_lag
+    from stream_infer.ops.lag import group_snapshot
+    from stream_infer.ops.lag import watch as watch_lag
+    from stream_infer.tools.lagview import render_text, show_live
 
+    if interval <= 0:
+        raise typer.BadParameter("must be > 0", param_hint="--interval")
     settings = _settings(config)
     _cluster(settings)
-    rows = group_lag(settings.kafka.base(), settings.kafka.group_id, settings.topics.inputs)
-    typer.echo(f"{'TOPIC':<30} {'PARTITION':>9} {'COMMITTED':>12} {'END':>12} {'LAG':>10}")
-    for r in rows:
-        committed = "-" if r.committed is None else str(r.committed)
-        typer.echo(f"{r.topic:<30} {r.partition:>9} {committed:>12} {r.high:>12} {r.lag:>10}")
-    typer.echo(f"total lag: {sum(r.lag for r in rows)}")
+    s = settings.kafka
+
+    def read() -> Any:
+        return group_snapshot(s.base(), s.group_id, settings.topics.inputs)
+
+    views = watch_lag(read, s.group_id, interval, times if watch else 1)
+    if as_json:
+        for view in views:
+            typer.echo(orjson.dumps(view.as_dict()).decode())
+    elif watch and sys.stdout.isatty():
+        show_live(views)
+    else:
+        for view in views:
+            typer.echo(render_text(view))
 
 
 # -- later capabilities ------------------------------------------------------------------

@@ -1,72 +1,112 @@
-"""Consumer-group lag: committed offset versus high watermark, for every input partition.
+"""Consumer-group lag for people: ``stream-infer lag`` as a table, JSON, or a live view.
 
-Computed for all partitions of the input topics, not only those one worker
-owns, so any replica (or the CLI) sees the whole group.
+The figures come from :func:`stream_infer.ops.group.read_group`, the same
+reading the workers export as ``stream_infer_consumer_lag``, so the command and
+the dashboard never disagree. The watch view adds rates: how fast each
+partition's end offset grows (events in) and its committed offset follows
+(events done).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from stream_infer.errors import KafkaClientError
+from stream_infer.ops.group import GroupSnapshot, PartitionLag, read_group
 
-__all__ = ["PartitionLag", "group_lag"]
+__all__ = ["LagView", "PartitionLag", "group_lag", "group_snapshot", "watch"]
 
 
-@dataclass(frozen=True)
-class PartitionLag:
-    topic: str
-    partition: int
-    committed: int | None  # None: the group has not committed here yet
-    low: int
-    high: int
+def group_snapshot(
+    base_conf: dict[str, Any], group: str, topics: list[str], timeout: float = 10.0
+) -> GroupSnapshot:
+    """One look at the group through a short-lived admin client, errors as one clear line."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
 
-    @property
-    def lag(self) -> int:
-        """Records not yet processed; from the log start when nothing was committed."""
-        start = self.committed if self.committed is not None and self.committed >= 0 else self.low
-        return max(0, self.high - start)
+    from stream_infer.kafka.admin import missing_topic_hint
+    from stream_infer.logging import get_logger
+
+    conf: dict[str, Any] = {**base_conf, "logger": get_logger("librdkafka")}
+    admin = AdminClient(conf)
+    try:
+        return read_group(admin, group, topics, timeout=timeout)
+    except LookupError as exc:
+        missing = [t for t in topics if f"'{t}'" in str(exc)]
+        raise KafkaClientError(f"{exc} ({missing_topic_hint(missing)})") from None
+    except KafkaException as exc:
+        raise KafkaClientError(f"reading the lag of group '{group}' failed", exc.args[0]) from None
 
 
 def group_lag(
     base_conf: dict[str, Any], group: str, topics: list[str], timeout: float = 10.0
 ) -> list[PartitionLag]:
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    """Committed offset, end offset and lag of every partition of ``topics``."""
+    return group_snapshot(base_conf, group, topics, timeout).partitions
 
-    from stream_infer.kafka.admin import missing_topic_hint
-    from stream_infer.logging import get_logger
 
-    conf = {
-        **base_conf,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "logger": get_logger("librdkafka"),
-    }
-    client = Consumer(conf)
-    try:
-        meta = client.list_topics(timeout=timeout)
-        tps: list[TopicPartition] = []
-        for name in topics:
-            info = meta.topics.get(name)
-            if info is None or info.error is not None:
-                raise KafkaClientError(
-                    f"topic '{name}' does not exist ({missing_topic_hint([name])})"
-                )
-            tps.extend(TopicPartition(name, p) for p in sorted(info.partitions))
-        committed = client.committed(tps, timeout=timeout)
+@dataclass(frozen=True)
+class LagView:
+    """One refresh of the watch view: the snapshot, with rates against the previous one."""
+
+    group: str
+    snapshot: GroupSnapshot
+    rates: dict[tuple[str, int], tuple[float, float]]  # (in/s, done/s) per partition
+
+    def as_dict(self) -> dict[str, Any]:
+        snap = self.snapshot
         rows = []
-        for tp in committed:
-            low, high = client.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=timeout
-            )
-            rows.append(
-                PartitionLag(
-                    tp.topic, tp.partition, tp.offset if tp.offset >= 0 else None, low, high
+        for p in snap.partitions:
+            row: dict[str, Any] = {
+                "topic": p.topic,
+                "partition": p.partition,
+                "committed": p.committed,
+                "end": p.high,
+                "lag": p.lag,
+            }
+            rate = self.rates.get((p.topic, p.partition))
+            if rate is not None:
+                row["in_per_s"], row["done_per_s"] = round(rate[0], 1), round(rate[1], 1)
+            rows.append(row)
+        return {
+            "group": self.group,
+            "members": snap.members,
+            "total_lag": snap.total_lag,
+            "partitions": rows,
+        }
+
+
+def watch(
+    read: Callable[[], GroupSnapshot],
+    group: str,
+    interval: float,
+    times: int = 0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[LagView]:
+    """Views every ``interval`` seconds (``times`` of them, 0 = for ever)."""
+    previous: GroupSnapshot | None = None
+    n = 0
+    while not times or n < times:
+        if n:
+            sleep(interval)
+        snap = read()
+        rates: dict[tuple[str, int], tuple[float, float]] = {}
+        if previous is not None and snap.taken_at > previous.taken_at:
+            dt = snap.taken_at - previous.taken_at
+            before = {(p.topic, p.partition): p for p in previous.partitions}
+            for p in snap.partitions:
+                old = before.get((p.topic, p.partition))
+                if old is None:
+                    continue
+                done_now = p.committed if p.committed is not None else p.low
+                done_then = old.committed if old.committed is not None else old.low
+                rates[(p.topic, p.partition)] = (
+                    max(0, p.high - old.high) / dt,
+                    max(0, done_now - done_then) / dt,
                 )
-            )
-        return rows
-    except KafkaException as exc:
-        raise KafkaClientError(f"reading the lag of group '{group}' failed", exc.args[0]) from None
-    finally:
-        client.close()
+        previous = snap
+        n += 1
+        yield LagView(group, snap, rates)

@@ -355,3 +355,39 @@ def test_help_shows_flags_as_flags_and_says_what_they_do() -> None:
     assert _option_help(["run"], "--runtime").startswith("--runtime <native|faust> native:")
     bad = _cli("run", "--runtime", "flink")
     assert bad.returncode == 2 and "'flink' is not one of 'native', 'faust'" in bad.stderr
+
+
+def test_lag_as_json_and_watched_with_rates(
+    kafka, make_settings, linear_model: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(linear_model, partitions=2)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(settings.model_dump(mode="json", by_alias=True)))
+    topic = settings.topics.inputs[0]
+    send(kafka, topic, [orjson.dumps({"features": [1, 2, 3, 4]})] * 30, partition=0)
+    once = _cli("lag", "--config", str(cfg), "--json")
+    assert once.returncode == 0, once.stderr
+    doc = orjson.loads(once.stdout)
+    assert doc["group"] == settings.kafka.group_id and doc["total_lag"] == 30
+    assert {(p["partition"], p["lag"], p["committed"]) for p in doc["partitions"]} == {
+        (0, 30, None),
+        (1, 0, None),
+    }
+    # Watching: events arrive on partition 1 between refreshes and show up as a rate.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_infer", "lag", "--config", str(cfg), "--watch",
+         "--json", "--interval", "1.5", "--times", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = orjson.loads(proc.stdout.readline())  # the first refresh is in: now add events
+    send(kafka, topic, [orjson.dumps({"features": [1, 2, 3, 4]})] * 50, partition=1)
+    rest = [orjson.loads(line) for line in proc.stdout.read().splitlines()]
+    assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    assert first["total_lag"] == 30 and "in_per_s" not in first["partitions"][0]
+    assert len(rest) == 2 and rest[-1]["total_lag"] == 80
+    inflow = sum(p["partitions"][1]["in_per_s"] for p in rest)
+    assert inflow > 0 and all(p["partitions"][0]["in_per_s"] == 0 for p in rest)
+    table = _cli("lag", "--config", str(cfg), "--watch", "--interval", "0.2", "--times", "2")
+    assert table.returncode == 0 and table.stdout.count("total lag: 80") == 2, table.stdout
+    assert "IN/S" in table.stdout and "DONE/S" in table.stdout
