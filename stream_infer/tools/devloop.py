@@ -98,7 +98,7 @@ def dev_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"processing": processing})
 
 
-def _hints(settings: Settings, config: Path | None) -> str:
+def _hints(settings: Settings, config: Path | None, metrics_url: str) -> str:
     from stream_infer.tools.invocation import activation, command_prefix
 
     cmd = command_prefix()
@@ -108,8 +108,7 @@ def _hints(settings: Settings, config: Path | None) -> str:
         f"  predictions:  {cmd} consume{cfg} --topic {shlex.quote(out)} --from-end",
         f"  dead letters: {cmd} consume{cfg} --topic {shlex.quote(dlq)}",
         f"  group lag:    {cmd} lag{cfg}",
-        f"  metrics:      http://localhost:{settings.metrics.port}/metrics "
-        "(served once the metrics server lands)",
+        f"  metrics:      {metrics_url} (and /healthz, /readyz)",
     ]
     activate = activation(cmd)
     if activate:
@@ -185,6 +184,7 @@ def _run(
         say("training the demo model (scikit-learn breast-cancer data) ...")
         accuracy = train_demo_model(model_path)
         say(f"demo model written to {model_path}, hold-out accuracy {accuracy:.3f}")
+    settings = _with_demo_baseline(settings, model_path)
     # Events already in the input topics that the group has not processed yet: the
     # worker predicts them too, so the summary counts them.
     waiting = sum(
@@ -234,21 +234,29 @@ def _run(
         say(
             f"\nrunning: demo events -> {inputs} -> worker ({provider}) -> {out} / {dlq}"
             + (f" ({waiting} events were already waiting in {inputs})" if waiting else "")
-            + f"\n{_hints(settings, config)}\n"
+            + f"\n{_hints(settings, config, worker.telemetry.url)}\n"
             + ("Ctrl-C to stop" if not duration else f"stopping after {duration:.0f}s")
             + "\n"
         )
         signals.starting = False
         start = last = time.monotonic()
+        before = (produced[0], sum(worker.counts()))
         while not failure and not signals.stop.is_set():
             if duration and time.monotonic() - start >= duration:
                 break
             time.sleep(0.2)
             if time.monotonic() - last >= 5:
-                last = time.monotonic()
+                now = time.monotonic()
                 preds, dead = worker.counts()
-                elapsed, made = f"[{last - start:5.0f}s]", produced[0]
-                say(f"{elapsed} produced {made}, predictions {preds}, dead letters {dead}")
+                snap = worker.telemetry.watcher.snapshot
+                lag = "?" if snap is None else str(snap.total_lag)
+                rate_in = (produced[0] - before[0]) / (now - last)
+                rate_out = (preds + dead - before[1]) / (now - last)
+                say(
+                    f"[{now - start:5.0f}s] in {rate_in:.0f}/s, out {rate_out:.0f}/s, lag {lag}, "
+                    f"dead letters {dead} (produced {produced[0]}, predictions {preds})"
+                )
+                last, before = now, (produced[0], preds + dead)
         if signals.stop.is_set():
             say(f"{signals.name}: stopping ...")
         stop_producing.set()
@@ -272,6 +280,17 @@ def _run(
     preds, dead = worker.counts()
     also = f" (plus {waiting} already waiting)" if waiting else ""
     say(f"done: produced {produced[0]}{also}, predictions {preds}, dead letters {dead}")
+
+
+def _with_demo_baseline(settings: Settings, model_path: Path) -> Settings:
+    """The demo model comes with its drift baseline: dev shows the PSI gauges with it."""
+    from stream_infer.tools.demo import DEMO_MODEL_PATH, baseline_path
+
+    baseline = baseline_path(model_path)
+    if settings.drift.baseline or model_path.name != DEMO_MODEL_PATH.name or not baseline.is_file():
+        return settings
+    drift = settings.drift.model_copy(update={"baseline": str(baseline)})
+    return settings.model_copy(update={"drift": drift})
 
 
 def _counted(

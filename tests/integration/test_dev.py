@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ def test_a_signal_stops_the_worker_the_producer_and_the_broker(
             {
                 "kafka": {"bootstrap_servers": f"127.0.0.1:{port}", "group_id": unique("dev")},
                 "model": {"path": str(ROOT / "models" / "demo.onnx")},
+                "metrics": {"port": 0},
             }
         )
     )
@@ -56,6 +58,13 @@ def test_a_signal_stops_the_worker_the_producer_and_the_broker(
         broker = Path(f"/proc/{int(pid_file.read_text())}")
         assert _answers(port)
         wait_for_log(out, "produced", timeout=30, after=pos)  # the first progress line
+        progress = out.read_text()
+        assert re.search(r"in \d+/s, out \d+/s, lag \d+, dead letters \d+", progress), progress
+        # The metrics URL it printed answers, with the demo's drift gauges (its baseline).
+        url = re.search(r"metrics: +(http://\S+/metrics)", progress)
+        assert url, progress
+        body = urllib.request.urlopen(url.group(1), timeout=5).read().decode()
+        assert "stream_infer_model_info" in body and "stream_infer_feature_drift_psi" in body
         proc.send_signal(signum)
         assert proc.wait(90) == 0, out.read_text()[-3000:]
         text = out.read_text()
