@@ -53,7 +53,8 @@ _RESERVED_CONSUMER = {
     # group.protocol=consumer); an eager assignor would break that.
     "partition.assignment.strategy",
 }
-_RESERVED_PRODUCER = {"transactional.id", "enable.idempotence"}
+# delivery.report.only.error: acknowledgements are what commits wait for at least once.
+_RESERVED_PRODUCER = {"transactional.id", "enable.idempotence", "delivery.report.only.error"}
 
 
 class _Section(BaseModel):
@@ -121,8 +122,17 @@ class KafkaSettings(_Section):
         conf.update(self.consumer)
         return conf
 
-    def producer_config(self, client_id: str) -> dict[str, Any]:
-        """An idempotent producer: retries never duplicate or reorder within a session."""
+    def producer_config(
+        self, client_id: str, transactional_id: str | None = None
+    ) -> dict[str, Any]:
+        """An idempotent producer: retries never duplicate or reorder within a session.
+
+        With ``transactional_id`` it is the exactly-once producer: only failed
+        deliveries are reported (a committed transaction acknowledges every
+        record in it at once), and a transaction left open by a crashed worker
+        blocks ``read_committed`` readers of its partitions for at most
+        ``transaction.timeout.ms`` (10 s here, librdkafka's default is 60 s).
+        """
         conf: dict[str, Any] = {
             **self.base(),
             "client.id": client_id,
@@ -134,6 +144,10 @@ class KafkaSettings(_Section):
             # (1 MiB plus headers); the topic's max.message.bytes is the real gate.
             "message.max.bytes": 4 * 1024 * 1024,
         }
+        if transactional_id is not None:
+            conf["transactional.id"] = transactional_id
+            conf["transaction.timeout.ms"] = 10_000
+            conf["delivery.report.only.error"] = True
         conf.update(self.producer)
         return conf
 
@@ -204,11 +218,25 @@ class ProcessingSettings(_Section):
     max_queued_batches: int = Field(
         2, ge=1, le=1024, description="decoded batches waiting for the model"
     )
-    commit_interval_ms: int = Field(1000, ge=0, le=600_000)
+    # None: 1000 ms at least once (a periodic asynchronous commit), 100 ms exactly once
+    # (the length of a transaction: outputs become visible to read_committed readers at
+    # its end, so it is also the latency floor). 0: commit after every batch.
+    commit_interval_ms: int | None = Field(None, ge=0, le=600_000)
     shutdown_timeout_s: float = Field(25.0, gt=0, le=600)
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1
     )
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == "exactly_once"
+
+    @property
+    def commit_every_s(self) -> float:
+        """How often offsets are committed (at least once) or a transaction ends (exactly once)."""
+        if self.commit_interval_ms is not None:
+            return self.commit_interval_ms / 1000.0
+        return 0.1 if self.exactly_once else 1.0
 
     @property
     def static_id(self) -> str | None:

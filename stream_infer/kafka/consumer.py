@@ -231,6 +231,27 @@ class InputConsumer:
                     failed[0].error,
                 )
 
+    def group_metadata(self) -> Any:
+        """What a transaction's offsets are sent with, so the group can fence zombies (KIP-447)."""
+        return self._client.consumer_group_metadata()
+
+    def rewind(self, tp: TP, offset: int) -> None:
+        """Read ``tp`` again from ``offset`` (an aborted transaction's work).
+
+        A seek drops what librdkafka prefetched for the partition. Where the
+        partition is not fetching yet, a seek is refused; re-assigning it at
+        the offset does the same job.
+        """
+        target = TopicPartition(tp[0], tp[1], offset)
+        try:
+            self._client.seek(target)
+        except KafkaException as exc:
+            log.info("seek %s refused (%s); re-assigning it there", where(*tp, offset), exc)
+            self._client.incremental_unassign([TopicPartition(tp[0], tp[1])])
+            self._client.incremental_assign([target])
+            if self.paused:
+                self._client.pause([TopicPartition(tp[0], tp[1])])
+
     def close(self) -> None:
         """Leave the group (the final revoke runs the revoke hook first)."""
         self._client.close()

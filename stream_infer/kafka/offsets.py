@@ -32,13 +32,21 @@ class Batch:
     pending: int = 0
     born: float = field(default_factory=time.monotonic)
     produced_at: float | None = None  # when its last output was handed to the producer
-    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)  # last offset each
+    firsts: dict[tuple[str, int], int] = field(default_factory=dict)  # first offset each
     dead_letter_headers: dict[int, Any] = field(default_factory=dict)
+    dead_letters: int = 0  # rows answered by a dead letter rather than a prediction
+    epoch: int = 0  # exactly once: the transaction generation it was consumed in
 
     def __post_init__(self) -> None:
         self.pending = len(self.records)
+        positions, firsts = self.positions, self.firsts
         for rec in self.records:  # consume order: the last one per partition wins
-            self.positions[(rec.topic(), rec.partition())] = rec.offset()
+            tp = (rec.topic(), rec.partition())
+            offset = rec.offset()
+            if tp not in positions:
+                firsts[tp] = offset
+            positions[tp] = offset
 
     @property
     def done(self) -> bool:
@@ -105,15 +113,31 @@ class OffsetTracker:
             if last is not None:
                 self._ready[tp] = last + 1
 
-    def to_commit(self, only: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        """Positions earned since the last commit was handed out (all, or just ``only``)."""
+    def to_commit(
+        self, only: Iterable[TopicPartition] | None = None, resend: bool = False
+    ) -> dict[TopicPartition, int]:
+        """Positions earned since the last commit was handed out (all, or just ``only``).
+
+        ``resend`` returns every earned position, sent before or not: what a revoke
+        or a shutdown commits, because an asynchronous commit handed out earlier
+        may still fail (``ILLEGAL_GENERATION`` during a rebalance) after the
+        partition is gone, and then nothing would ever commit it.
+        """
         self._advance()
         wanted = (
             self._ready
             if only is None
             else {tp: self._ready[tp] for tp in only if tp in self._ready}
         )
+        if resend:
+            return dict(wanted)
         return {tp: off for tp, off in wanted.items() if self._sent.get(tp) != off}
+
+    def reset(self) -> None:
+        """Forget every open batch (a transaction was aborted: they will be consumed again)."""
+        for q in self._queues.values():
+            q.clear()
+        self._open.clear()
 
     def sent(self, offsets: dict[TopicPartition, int]) -> None:
         self._sent.update(offsets)

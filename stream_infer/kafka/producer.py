@@ -26,10 +26,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any, Literal
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_infer.errors import ProduceError, Stage, kafka_error_text
 from stream_infer.inference.envelope import Headers, SourceRecord, dead_letter_headers, error_class
@@ -126,12 +127,43 @@ class OutputProducer:
     def poll(self, timeout: float = 0.0) -> int:
         return int(self._client.poll(timeout))
 
+    # -- transactions (exactly once; see kafka/transactions.py) ---------------------
+
+    def init_transactions(self, timeout: float) -> None:
+        self._client.init_transactions(timeout)
+
+    def begin_transaction(self) -> None:
+        self._client.begin_transaction()
+
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], group_metadata: Any, timeout: float
+    ) -> None:
+        self._client.send_offsets_to_transaction(offsets, group_metadata, timeout)
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._client.commit_transaction(timeout)
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._client.abort_transaction(timeout)
+
+    def rebuild(self) -> None:
+        """A new client with the same configuration (and transactional id), after a fatal error.
+
+        The old one is dropped without a flush: a fenced producer can deliver nothing.
+        """
+        self._client = Producer(self._conf)
+        self.fatal = None
+
     def flush(self, timeout: float) -> int:
         """Serve delivery reports until all are in or ``timeout`` passes; the rest remain."""
         return int(self._client.flush(timeout))
 
     def __len__(self) -> int:
         return len(self._client)
+
+
+def _position(rec: SourceRecord) -> tuple[str | None, int | None, int | None]:
+    return (rec.topic(), rec.partition(), rec.offset())
 
 
 def _origin(batch: Batch, i: int) -> str:
@@ -163,8 +195,19 @@ class Deliveries:
         worker_id: str,
         stage_counts: dict[str, int] | None = None,
         on_batch_done: Callable[[Batch], None] | None = None,
+        transactional: bool = False,
     ) -> None:
         self._producer = producer
+        # Exactly once: a failed delivery dooms the whole transaction (librdkafka has
+        # retried it for transaction.timeout.ms already), so it is never retried here;
+        # it is noted, the transaction is aborted, and the batch is consumed again. A
+        # record refused for good is remembered by its input's position, so that the
+        # second time round it becomes a dead letter (or a stub) instead of aborting
+        # again and again.
+        self.transactional = transactional
+        self.txn_failure: KafkaError | None = None
+        self.poisoned: dict[tuple[str | None, int | None, int | None], tuple[int, KafkaError]] = {}
+        self._gate: Callable[[], AbstractContextManager[object]] = nullcontext
         self._output = output_topic
         self._dlq = dead_letter_topic
         self._group = group
@@ -172,7 +215,8 @@ class Deliveries:
         self._worker = worker_id
         # Filled from any thread (deque appends are atomic), drained by the poller.
         self._backlog: deque[_Pending] = deque()  # did not fit librdkafka's queue yet
-        self._refusals: deque[tuple[_Pending, KafkaError]] = deque()
+        # (record, error, reported by the broker rather than refused by the client)
+        self._refusals: deque[tuple[_Pending, KafkaError, bool]] = deque()
         # Poller only.
         self._retries: list[tuple[float, _Pending]] = []  # (due, record)
         self._attempts: dict[tuple[int, int], int] = {}
@@ -205,20 +249,32 @@ class Deliveries:
         except BufferError:
             self._backlog.append(item)
         except KafkaException as exc:  # refused before sending (e.g. > message.max.bytes)
-            self._refusals.append((item, exc.args[0]))
+            self._refusals.append((item, exc.args[0], False))
 
     def predictions_for(
         self, batch: Batch, index: Sequence[int], payloads: Sequence[bytes]
     ) -> None:
         """Produce one prediction per row (row ``index[j]`` gets ``payloads[j]``)."""
         records, send, topic = batch.records, self._send, self._output
+        poisoned = self.poisoned
         for i, payload in zip(index, payloads, strict=True):
+            if poisoned:
+                known = poisoned.get(_position(records[i]))
+                if known is not None and known[0] == PREDICTION:
+                    exc = ProduceError("prediction rejected", known[1])
+                    self.dead_letter(batch, i, "produce", exc)
+                    continue
             send((batch, i, PREDICTION, topic, payload, records[i].key(), None))
 
     def dead_letter(self, batch: Batch, i: int, stage: Stage, exc: BaseException) -> None:
         """Send row ``i`` of the batch, byte for byte, to the dead-letter topic."""
         rec: SourceRecord = batch.records[i]
         self.stage_counts[stage] = self.stage_counts.get(stage, 0) + 1
+        batch.dead_letters += 1
+        known = self.poisoned.get(_position(rec)) if self.poisoned else None
+        if known is not None and known[0] == DEAD_LETTER and known[1].code() in _TOO_LARGE:
+            self._stub(batch, i, known[1])
+            return
         headers = dead_letter_headers(
             rec, stage, error_class(exc), str(exc),
             group=self._group, model_version=self._model_version, worker=self._worker,
@@ -281,12 +337,15 @@ class Deliveries:
         if self.fatal is None:
             self.fatal = exc
 
-    def _failed(self, item: _Pending, err: KafkaError) -> None:
+    def _failed(self, item: _Pending, err: KafkaError, reported: bool) -> None:
         """A failed record, from a delivery report or a refused produce call."""
         batch, i, kind = item[0], item[1], item[2]
         key = (batch.seq, i)
         attempt = self._attempts.get(key, 0)
         fate = verdict(err, attempt)
+        if self.transactional and reported:
+            self._doomed(batch, i, kind, err, fate)
+            return
         if fate == "retry":
             self._attempts[key] = attempt + 1
             delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
@@ -299,6 +358,40 @@ class Deliveries:
             self._refused(batch, i, kind, err)
         else:
             self._undeliverable(batch, i, kind, err)
+
+    def _doomed(self, batch: Batch, i: int, kind: int, err: KafkaError, fate: Verdict) -> None:
+        """Exactly once: a delivery failed inside the open transaction, which must abort."""
+        if self.txn_failure is None:
+            self.txn_failure = err
+            log.warning(
+                "delivery for %s failed in the transaction (%s): aborting it and consuming "
+                "again", _origin(batch, i), kafka_error_text(err),
+            )  # fmt: skip
+        if fate == "reject" or (fate == "retry" and err.code() not in _TRANSIENT):
+            self.poisoned[_position(batch.records[i])] = (kind, err)
+        elif fate == "fatal":
+            self._undeliverable(batch, i, kind, err)
+
+    def acknowledge(self, batch: Batch) -> None:
+        """Exactly once: the batch's transaction committed, so all its outputs are acknowledged."""
+        dead = batch.dead_letters
+        self.acked_predictions += len(batch.records) - dead
+        self.acked_dead_letters += dead
+        batch.pending = 0
+        if self._on_batch_done is not None:
+            self._on_batch_done(batch)
+
+    def reset(self) -> None:
+        """Exactly once: the transaction was aborted; whatever was on its way belongs to it."""
+        self._backlog.clear()
+        self._refusals.clear()
+        self._retries.clear()
+        self._attempts.clear()
+        self.txn_failure = None
+
+    def set_gate(self, gate: Callable[[], AbstractContextManager[object]]) -> None:
+        """Held while serve() produces (exactly once: inside the open transaction)."""
+        self._gate = gate
 
     def _ack(self, batch: Batch, i: int, kind: int, err: KafkaError | None, msg: Any) -> None:
         if err is None:
@@ -316,11 +409,17 @@ class Deliveries:
         item = (batch, i, kind, msg.topic(), msg.value(), msg.key(), headers)
         # Decided on the next serve, not here: producing from inside the callback
         # could wait on the queue that only this thread can free.
-        self._refusals.append((item, err))
+        self._refusals.append((item, err, True))
 
     def serve(self, timeout: float = 0.0) -> None:
         """Poll delivery reports, then act: failures, due retries, the backlog."""
         self._producer.poll(timeout)
+        if self._refusals or self._retries or self._backlog:
+            with self._gate():
+                self.handle()
+
+    def handle(self) -> None:
+        """Act on failures, due retries and the backlog (the gate, if any, is held)."""
         refusals = self._refusals
         while refusals:
             self._failed(*refusals.popleft())
@@ -339,8 +438,20 @@ class Deliveries:
             except BufferError:
                 return  # still full: the next serve tries again
             except KafkaException as exc:
-                refusals.append((item, exc.args[0]))
+                refusals.append((item, exc.args[0], False))
             backlog.popleft()
+
+    def drain(self, timeout: float) -> None:
+        """Hand every waiting record to librdkafka (the gate is held: a commit is due)."""
+        deadline = time.monotonic() + timeout
+        while self._refusals or self._backlog or self._retries:
+            self.handle()
+            if time.monotonic() >= deadline:
+                return
+            if self._backlog:
+                self._producer.poll(0.01)  # room in the queue comes with acknowledgements
+            elif self._retries:
+                self._producer.poll(0.05)
 
     @property
     def waiting(self) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from stream_infer.logging import get_logger
 from stream_infer.ops.scaling import RateMeter
 
-__all__ = ["GroupSnapshot", "GroupWatcher", "PartitionLag", "read_group"]
+__all__ = ["GroupSnapshot", "GroupWatcher", "PartitionLag", "offsets_reader", "read_group"]
 
 log = get_logger("group")
 
@@ -60,13 +60,39 @@ def _results(futures: dict[Any, Any]) -> dict[Any, Any]:
     return {key: fut.result() for key, fut in futures.items()}
 
 
-def read_group(admin: Any, group: str, topics: list[str], timeout: float = 10.0) -> GroupSnapshot:
+def offsets_reader(base_conf: dict[str, Any], group: str) -> Any:
+    """A consumer of ``group`` that never joins it: it only reads the committed offsets.
+
+    Not the admin API's ListConsumerGroupOffsets: librdkafka 2.16 crashes the
+    process when that request meets a coordinator that moved (a NULL group
+    handle in an admin client; confluentinc/librdkafka#5040, open), which is
+    what happens after a broker restart. ``Consumer.committed`` takes the
+    consumer's own, sound path. ``read_uncommitted``: a transaction in flight
+    must not hold the lag view up (its offsets count once committed).
+    """
+    from confluent_kafka import Consumer
+
+    return Consumer(
+        {
+            **base_conf,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+            "logger": get_logger("librdkafka"),
+        }
+    )
+
+
+def read_group(
+    admin: Any, reader: Any, group: str, topics: list[str], timeout: float = 10.0
+) -> GroupSnapshot:
     """One consistent-enough look at the group: committed offsets, watermarks, members.
 
-    Raises ``KafkaException`` (the broker is away) or ``LookupError`` (an input
-    topic does not exist) for the caller to report.
+    ``reader`` comes from :func:`offsets_reader`. Raises ``KafkaException``
+    (the broker is away) or ``LookupError`` (an input topic does not exist) for
+    the caller to report.
     """
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka import TopicPartition
     from confluent_kafka.admin import OffsetSpec
 
     spec: Any = OffsetSpec  # untyped in the stubs
@@ -78,11 +104,9 @@ def read_group(admin: Any, group: str, topics: list[str], timeout: float = 10.0)
         if info is None or info.error is not None:
             raise LookupError(f"topic '{name}' does not exist")
         tps.extend(TopicPartition(name, p) for p in sorted(info.partitions))
-    request = [ConsumerGroupTopicPartitions(group, tps)]
-    offsets = admin.list_consumer_group_offsets(request, request_timeout=timeout)
     committed = {
         (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-        for tp in offsets[group].result().topic_partitions
+        for tp in reader.committed(tps, timeout=timeout)
     }
     latest = _results(
         admin.list_offsets({tp: spec.latest() for tp in tps}, request_timeout=timeout)
@@ -148,8 +172,10 @@ class GroupWatcher:
         if timeout and self._thread.is_alive():
             self._thread.join(timeout)
 
-    def refresh(self, admin: Any) -> None:
-        snap = read_group(admin, self._group, self._topics, timeout=max(2.0, self.interval_s * 2))
+    def refresh(self, admin: Any, reader: Any) -> None:
+        snap = read_group(
+            admin, reader, self._group, self._topics, timeout=max(2.0, self.interval_s * 2)
+        )
         self.rate.add(snap.total_high, snap.taken_at)
         self.snapshot = snap
         self.last_ok = snap.taken_at
@@ -163,13 +189,15 @@ class GroupWatcher:
         conf = dict(self._conf)
         conf.setdefault("logger", get_logger("librdkafka"))
         admin = AdminClient(conf)
+        reader = offsets_reader(self._conf, self._group)
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.refresh(admin)
+                self.refresh(admin, reader)
             except Exception as exc:  # the broker is away, or a topic vanished: say so once
                 text = str(exc)
                 if text != self.last_error:
                     log.warning("cannot read the group's lag: %s", text)
                 self.last_error = text
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+        reader.close()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stream_infer.errors import KafkaClientError
-from stream_infer.ops.group import GroupSnapshot, PartitionLag, read_group
+from stream_infer.ops.group import GroupSnapshot, PartitionLag, offsets_reader, read_group
 
 __all__ = ["LagView", "PartitionLag", "group_lag", "group_snapshot", "watch"]
 
@@ -32,13 +32,16 @@ def group_snapshot(
 
     conf: dict[str, Any] = {**base_conf, "logger": get_logger("librdkafka")}
     admin = AdminClient(conf)
+    reader = offsets_reader(base_conf, group)
     try:
-        return read_group(admin, group, topics, timeout=timeout)
+        return read_group(admin, reader, group, topics, timeout=timeout)
     except LookupError as exc:
         missing = [t for t in topics if f"'{t}'" in str(exc)]
         raise KafkaClientError(f"{exc} ({missing_topic_hint(missing)})") from None
     except KafkaException as exc:
         raise KafkaClientError(f"reading the lag of group '{group}' failed", exc.args[0]) from None
+    finally:
+        reader.close()
 
 
 def group_lag(

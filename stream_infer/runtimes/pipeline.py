@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from stream_infer.errors import InferenceError
@@ -53,6 +54,8 @@ class InferenceStage:
         on_call: Callable[[float | None], None] = lambda started: None,
         on_result: Callable[[int, float], None] = lambda rows, seconds: None,
         on_predicted: Callable[[dict[str, Any], list[Any]], None] | None = None,
+        gate: Callable[[Batch], AbstractContextManager[bool]] | None = None,
+        on_produced: Callable[[Batch], None] = lambda batch: None,
     ) -> None:
         self._model = model
         self._encoder = encoder
@@ -62,6 +65,10 @@ class InferenceStage:
         self._on_call = on_call
         self._on_result = on_result
         self._on_predicted = on_predicted  # feeds and outputs of predicted rows (drift)
+        # Held while a batch's outputs are produced: exactly once, the open transaction
+        # (it says False for a batch whose transaction was aborted meanwhile).
+        self._gate = gate or (lambda batch: nullcontext(True))
+        self._on_produced = on_produced
         self._queue: queue.SimpleQueue[tuple[Batch, Decoded] | None] = queue.SimpleQueue()
         self._outstanding = 0
         self._cond = threading.Condition()
@@ -117,7 +124,14 @@ class InferenceStage:
                     self._cond.notify_all()
 
     def _process(self, batch: Batch, decoded: Decoded) -> None:
+        """Infer and encode first, then produce the whole batch's outputs in one go.
+
+        Producing happens under the gate and all at once, so that a transaction
+        holds either every output of a batch or none of it; the model's time is
+        spent outside it.
+        """
         encoder, deliveries = self._encoder, self._deliveries
+        results: list[tuple[int, list[tuple[Rows, list[bytes]]], Failed]] = []
         for rows in decoded.groups:
             done, failed = self._infer(rows)
             if failed and not self._model.healthy():
@@ -125,19 +139,25 @@ class InferenceStage:
                     f"the model fails on a known-good input as well ({failed[0][1]}); "
                     "stopping without committing this batch"
                 )
-            for part, outputs in done:
-                deliveries.predictions_for(
-                    batch, part.index, encoder.encode(batch.records, part, outputs)
-                )
-                if self._on_predicted is not None:
+            encoded = [(part, encoder.encode(batch.records, part, outs)) for part, outs in done]
+            if self._on_predicted is not None:
+                for part, outputs in done:
                     self._on_predicted(part.feeds, outputs)
-            if failed:
-                log.warning(
-                    "%d of %d rows failed inference on their own", len(failed), len(rows.index)
-                )
-            for i, exc in failed:
-                deliveries.dead_letter(batch, i, "inference", exc)
-        batch.produced_at = time.monotonic()
+            results.append((len(rows.index), encoded, failed))
+        with self._gate(batch) as current:
+            if not current:
+                return  # its transaction was aborted: the batch will be consumed again
+            for i, reject in decoded.rejects:
+                deliveries.dead_letter(batch, i, reject.stage, reject)
+            for n, encoded, failed in results:
+                for part, payloads in encoded:
+                    deliveries.predictions_for(batch, part.index, payloads)
+                if failed:
+                    log.warning("%d of %d rows failed inference on their own", len(failed), n)
+                for i, exc in failed:
+                    deliveries.dead_letter(batch, i, "inference", exc)
+            batch.produced_at = time.monotonic()
+            self._on_produced(batch)
 
     def _timed_predict(self, feeds: dict[str, Any], rows: int) -> list[Any]:
         started = time.monotonic()

@@ -15,44 +15,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from stream_infer.config import Settings
-from stream_infer.errors import CommitError, ConfigError, KafkaClientError
+from stream_infer.errors import KafkaClientError
 from stream_infer.inference.codec import Decoder
 from stream_infer.inference.drift import DriftMonitor, load_baseline
 from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model, load_model
 from stream_infer.kafka.batcher import MicroBatcher
+from stream_infer.kafka.commits import Committer, OffsetCommitter
 from stream_infer.kafka.consumer import InputConsumer, check_topics
 from stream_infer.kafka.offsets import Batch, OffsetTracker, TopicPartition
 from stream_infer.kafka.producer import Deliveries, OutputProducer
+from stream_infer.kafka.transactions import TransactionCommitter, transactional_id
 from stream_infer.logging import get_logger
 from stream_infer.ops.telemetry import Telemetry
+from stream_infer.runtimes.backpressure import Backpressure
 from stream_infer.runtimes.pipeline import InferenceStage
 
 __all__ = ["Worker", "WorkerStats"]
 
 log = get_logger("worker")
 
-_TRANSIENT_COMMIT = {
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.NOT_COORDINATOR, KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT, KafkaError._WAIT_COORD,
-}  # fmt: skip
-
-_HOLD_S = 1.0  # how long a full pipeline is waited out before the partitions are paused
-_COMMIT_RETRY_S = 5.0  # how long a synchronous commit is retried on transient errors
+_COMMIT_RETRY_S = 5.0  # how long a commit on revoke is retried on transient errors
 _STUCK_S = 60.0  # a batch unacknowledged this long gets a warning
-
-
-def _transient_commit_error(exc: BaseException) -> bool:
-    err = getattr(exc, "error", None)
-    return (
-        isinstance(exc, CommitError)
-        and err is not None
-        and (err.retriable() or err.code() in _TRANSIENT_COMMIT)
-    )
 
 
 @dataclass
@@ -71,8 +57,6 @@ class Worker:
     """One consumer-group member. ``run()`` blocks until ``stop()`` or a fatal error."""
 
     def __init__(self, settings: Settings, model: Model | None = None) -> None:
-        if settings.processing.guarantee == "exactly_once":
-            raise ConfigError("processing.guarantee: exactly_once is not implemented yet")
         self.settings = settings
         self.model = model
         self._stop = threading.Event()
@@ -81,7 +65,6 @@ class Worker:
         self._stuck_warned = 0
         self._closing = False
         self._seq = 0
-        self._last_commit = 0.0
         self.tracker = OffsetTracker()
         self.stats = WorkerStats()
         self.ready = threading.Event()  # model loaded and group joined
@@ -117,18 +100,36 @@ class Worker:
             },
             timeout=60.0,
         )
-        client_id = f"stream-infer-{s.processing.worker_id}"
-        self._producer = OutputProducer(s.kafka.producer_config(client_id))
+        p = s.processing
+        client_id = f"stream-infer-{p.worker_id}"
+        eos = p.exactly_once
+        txn_id = transactional_id(s.kafka.group_id, p.worker_id) if eos else None
+        self._producer = OutputProducer(s.kafka.producer_config(client_id, txn_id))
         self._deliveries = Deliveries(
             self._producer,
             s.topics.output,
             s.topics.dead_letter,
             s.kafka.group_id,
             s.model.version,
-            s.processing.worker_id,
+            p.worker_id,
             stage_counts=tel.metrics.dead_letters,
             on_batch_done=lambda batch: tel.batch_acknowledged(batch.records),
+            transactional=eos,
         )
+        self._consumer = InputConsumer(
+            s.kafka.consumer_config(client_id, p.static_id),
+            self._assigned,
+            self._revoked,
+            self._lost,
+        )
+        if eos:
+            committer = TransactionCommitter(
+                self._producer, self._deliveries, self._consumer, self.tracker, p.commit_every_s
+            )
+            committer.start()
+            self._committer: Committer = committer
+        else:
+            self._committer = OffsetCommitter(self._consumer, self.tracker, p.commit_every_s)
         encoder = Encoder(s.model.name, s.model.version, model.signature.outputs)
         drift = None
         if s.drift.baseline:
@@ -141,14 +142,18 @@ class Worker:
             on_call=tel.inference_call,
             on_result=tel.inference_result,
             on_predicted=drift.observe if drift is not None else None,
+            gate=self._committer.gate,
+            on_produced=self._committer.produced,
         )
         self._stage.start()
         self._decoder = Decoder(model.signature)
-        self._consumer = InputConsumer(
-            s.kafka.consumer_config(client_id, s.processing.static_id),
-            self._assigned,
-            self._revoked,
-            self._lost,
+        self._backpressure = Backpressure(
+            p,
+            self._consumer,
+            self.tracker.in_flight,
+            lambda: self._stage.outstanding,
+            self._progress,
+            self._stop.is_set,
         )
         self._instrument()
         self._consumer.subscribe(s.topics.inputs)
@@ -225,20 +230,29 @@ class Worker:
         try:
             while not self._stop.is_set():
                 turned()
+                self._committer.check()
                 self._raise_fatal()
                 msgs = self._batcher.next_batch()
                 if msgs:
                     self._submit(msgs)
-                self._deliveries.serve()
-                self._backpressure()
+                self._progress(0.0)
+                self._backpressure.apply()
+                self.stats.pauses = self._backpressure.pauses
+                self.stats.peak_in_flight = self._backpressure.peak_in_flight
                 self._warn_if_stuck()
-                self._commit_due()
             self._raise_fatal()
         except BaseException as exc:
             failure = exc
             raise
         finally:
             self._shutdown(failure)
+
+    def _progress(self, timeout: float) -> None:
+        """Serve acknowledgements (waiting up to ``timeout``), then commit if one is due."""
+        self._deliveries.serve(timeout)
+        self._committer.check()
+        self._committer.due()
+        self._raise_fatal()
 
     def _raise_fatal(self) -> None:
         for source in (
@@ -274,19 +288,16 @@ class Worker:
         self._seq += 1
         self.stats.batches += 1
         batch = Batch(self._seq, msgs)
+        self._committer.consumed(batch)
         self.tracker.open(batch)
         inputs = self.settings.topics.inputs
         self.telemetry.consumed(
             {inputs[0]: len(msgs)} if len(inputs) == 1 else Counter(m.topic() for m in msgs),
             len(msgs),
         )
-        decoded = self._decoder.decode([m.value() for m in msgs])
-        for i, exc in decoded.rejects:
-            self._deliveries.dead_letter(batch, i, exc.stage, exc)
-        if decoded.groups:
-            self._stage.submit(batch, decoded)
-        else:
-            batch.produced_at = time.monotonic()
+        # Rejects are dead-lettered by the inference stage, with the batch's predictions:
+        # a batch's outputs are produced together (exactly once: in one transaction).
+        self._stage.submit(batch, self._decoder.decode([m.value() for m in msgs]))
 
     def _warn_if_stuck(self) -> None:
         """Say so when a batch waits for acknowledgements for long: its partition is stalled."""
@@ -302,67 +313,6 @@ class Worker:
                 oldest.seq, waited, oldest.pending,
             )  # fmt: skip
 
-    def _full(self) -> bool:
-        p = self.settings.processing
-        in_flight = self.tracker.in_flight()
-        self.stats.peak_in_flight = max(self.stats.peak_in_flight, in_flight)
-        return (
-            in_flight >= p.max_in_flight_batches or self._stage.outstanding >= p.max_queued_batches
-        )
-
-    def _backpressure(self) -> None:
-        """Hold off reading while the pipeline is full; pause only if that lasts.
-
-        A pause is not free: librdkafka drops its prefetch and fetches again on
-        resume (measured: a few hundred ms each time on the local broker). So a
-        short stall is waited out here, serving acknowledgements, and only a
-        stall longer than ``_HOLD_S`` (a slow model) pauses the partitions, after
-        which the loop keeps polling so the group keeps us.
-        """
-        p = self.settings.processing
-        consumer = self._consumer
-        if consumer.paused:
-            if (
-                self.tracker.in_flight() <= p.max_in_flight_batches // 2
-                and self._stage.outstanding <= p.max_queued_batches // 2
-            ):
-                consumer.resume()
-            else:
-                self._deliveries.serve(0.05)  # wait for progress, not in a busy loop
-            return
-        if not self._full():
-            return
-        deadline = time.monotonic() + _HOLD_S
-        while self._full():
-            if time.monotonic() >= deadline or self._stop.is_set():
-                log.debug("pipeline still full after %.1fs: pausing consumption", _HOLD_S)
-                self.stats.pauses += 1
-                consumer.pause()
-                return
-            self._deliveries.serve(0.005)
-            self._raise_fatal()
-
-    def _commit_due(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if (
-            not force
-            and (now - self._last_commit) * 1000 < self.settings.processing.commit_interval_ms
-        ):
-            return
-        self._last_commit = now
-        consumer, tracker = self._consumer, self.tracker
-        while consumer.commit_failures:
-            tracker.failed(consumer.commit_failures.pop()[0])
-        offsets = tracker.to_commit()
-        if not offsets:
-            return
-        try:
-            consumer.commit(offsets)
-        except CommitError as exc:
-            log.warning("%s (will retry)", exc)
-            return
-        tracker.sent(offsets)
-
     # -- rebalance hooks (called inside consume, on this thread) --------------
 
     def _assigned(self, partitions: list[TopicPartition]) -> None:
@@ -372,15 +322,16 @@ class Worker:
         self.ready.set()
 
     def _revoked(self, partitions: list[TopicPartition]) -> None:
+        """Finish in-flight work and commit it before the partitions go (no duplicates)."""
         self.stats.revoked += len(partitions)
         if not self._closing:
             self._drain(self._time_left(self.settings.processing.shutdown_timeout_s))
-        self._commit_sync(partitions)
-        self.tracker.forget(partitions)
+        self._committer.commit_now(partitions, self._time_left(_COMMIT_RETRY_S))
+        self._committer.forget(partitions)
 
     def _lost(self, partitions: list[TopicPartition]) -> None:
         self.stats.lost += len(partitions)
-        self.tracker.forget(partitions)
+        self._committer.forget(partitions, lost=True)
 
     def _drain(self, timeout: float) -> bool:
         """Let submitted batches finish and their outputs be acknowledged; True if all did.
@@ -405,30 +356,6 @@ class Worker:
     def _time_left(self, budget: float) -> float:
         """``budget`` seconds, cut short by the shutdown deadline once a stop was asked for."""
         return max(0.0, min(budget, self._stop_deadline - time.monotonic()))
-
-    def _commit_sync(
-        self, partitions: list[TopicPartition] | None = None, within: float = _COMMIT_RETRY_S
-    ) -> None:
-        """Commit now (rebalance, shutdown), retrying transient failures for ``within`` s."""
-        offsets = self.tracker.to_commit(partitions)
-        if not offsets:
-            return
-        try:
-            for attempt in Retrying(
-                retry=retry_if_exception(_transient_commit_error),
-                wait=wait_exponential(multiplier=0.1, max=1.0),
-                stop=stop_after_delay(self._time_left(within)),
-                reraise=True,
-            ):
-                with attempt:
-                    self._consumer.commit(offsets, sync=True)
-        except CommitError as exc:
-            log.warning("%s; the next owner may redo some work", exc)
-            return
-        self.tracker.sent(offsets)
-        log.info(
-            "committed %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(offsets.items()))
-        )
 
     # -- shutdown --------------------------------------------------------------
 
@@ -457,7 +384,10 @@ class Worker:
 
         def leave() -> None:
             # Keep a second for the group leave itself.
-            self._commit_sync(within=max(0.0, deadline - time.monotonic() - 1.0))
+            try:
+                self._committer.commit_now(None, max(0.0, deadline - time.monotonic() - 1.0))
+            except Exception as exc:  # never let cleanup hide the reason we are stopping
+                log.warning("final commit failed: %s", exc)
             self._consumer.close()
 
         closer = threading.Thread(target=leave, name="stream-infer-close", daemon=True)

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_infer.config import Settings
-from stream_infer.ops.group import read_group
+from stream_infer.ops.lag import group_lag
 from stream_infer.runtimes.worker import Worker
 from tests.conftest import free_port
 from tests.integration.conftest import (
@@ -147,11 +147,10 @@ def test_frozen_workers_lag_is_visible_on_the_healthy_one(
             for p in range(partitions):
                 keys, values = events(per_partition, start=p * per_partition)
                 send(kafka, topic, values, keys, partition=p)
-            admin = AdminClient({"bootstrap.servers": kafka})
 
             def truth() -> dict[int, int]:
-                snap = read_group(admin, settings.kafka.group_id, [topic])
-                return {p.partition: p.lag for p in snap.partitions}
+                lag = group_lag({"bootstrap.servers": kafka}, settings.kafka.group_id, [topic])
+                return {p.partition: p.lag for p in lag}
 
             # B drains its own three partitions; A's three keep their lag.
             wait_for(
