@@ -72,6 +72,7 @@ class InputConsumer:
         self.paused = False
         self.fatal: BaseException | None = None
         self.commit_failures: list[tuple[list[TP], KafkaError]] = []
+        self.failed_commits: dict[str, int] = {}  # asynchronous commits that failed, by error
         # Every assign/revoke/lost bumps the serial; revokes are logged with it so the
         # batcher can drop records it fetched before their partition changed hands.
         self._serial = 0
@@ -101,6 +102,8 @@ class InputConsumer:
             return
         log.warning("offset commit failed (will retry): %s", kafka_error_text(cause))
         self.commit_failures.append((_tps(failed or partitions), cause))
+        name = cause.name()
+        self.failed_commits[name] = self.failed_commits.get(name, 0) + 1
 
     def _bump(self, revoked: list[TopicPartition] | None = None) -> None:
         self._serial += 1

@@ -69,6 +69,15 @@ _REJECT = _TOO_LARGE | {
     KafkaError.INVALID_MSG_SIZE, KafkaError.INVALID_TIMESTAMP,
     KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
 }  # fmt: skip
+# A transactional producer that another instance (or the coordinator, after a
+# transaction timeout) fenced: exactly once rebuilds it (kafka/transactions.py).
+FENCED = {
+    KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.INVALID_PRODUCER_ID_MAPPING, KafkaError._FATAL,
+}  # fmt: skip
+# Refused by the client because the transaction is already doomed (or fenced): the
+# record is not at fault, and the abort that follows redoes it.
+_TXN_STATE = FENCED | {KafkaError._STATE}
 _UNKNOWN_ATTEMPTS = 8  # an unrecognised error is retried this often, then the record is rejected
 _RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 _STUB_VALUE_BYTES = 1024
@@ -343,7 +352,7 @@ class Deliveries:
         key = (batch.seq, i)
         attempt = self._attempts.get(key, 0)
         fate = verdict(err, attempt)
-        if self.transactional and reported:
+        if self.transactional and (reported or err.code() in _TXN_STATE):
             self._doomed(batch, i, kind, err, fate)
             return
         if fate == "retry":
@@ -367,6 +376,8 @@ class Deliveries:
                 "delivery for %s failed in the transaction (%s): aborting it and consuming "
                 "again", _origin(batch, i), kafka_error_text(err),
             )  # fmt: skip
+        if err.code() in _TXN_STATE:
+            return  # the transaction (or the producer) is done for: all of it is redone
         if fate == "reject" or (fate == "retry" and err.code() not in _TRANSIENT):
             self.poisoned[_position(batch.records[i])] = (kind, err)
         elif fate == "fatal":

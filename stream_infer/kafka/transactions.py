@@ -39,24 +39,20 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from stream_infer.errors import ProduceError, kafka_error_text
 from stream_infer.kafka.consumer import InputConsumer
 from stream_infer.kafka.offsets import Batch, OffsetTracker
 from stream_infer.kafka.offsets import TopicPartition as TP
-from stream_infer.kafka.producer import Deliveries, OutputProducer
+from stream_infer.kafka.producer import FENCED, Deliveries, OutputProducer
 from stream_infer.logging import get_logger
 
 __all__ = ["TransactionCommitter", "transactional_id"]
 
 log = get_logger("transactions")
 
-_FENCED = {
-    KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
-    KafkaError.INVALID_PRODUCER_ID_MAPPING, KafkaError._FATAL,
-}  # fmt: skip
 _REBUILDS_PER_MINUTE = 3
 
 
@@ -120,7 +116,14 @@ class TransactionCommitter:
             if batch is not None and batch.epoch != self.epoch:
                 yield False  # consumed before an abort: it will be consumed again
                 return
-            self._begin()
+            try:
+                self._begin()
+            except KafkaException as exc:
+                if exc.args[0].code() not in FENCED:
+                    raise
+                # Fenced: the loop rebuilds the producer and rewinds, this batch included.
+                yield False
+                return
             yield True
 
     def gate(self, batch: Batch | None = None) -> AbstractContextManager[bool]:
@@ -200,7 +203,7 @@ class TransactionCommitter:
         """An error from the transactional API: abort, rebuild, or stop (lock held)."""
         if err.txn_requires_abort() or (not err.fatal() and self._deliveries.txn_failure):
             self._abort(f"{what} failed: {kafka_error_text(err)}")
-        elif err.fatal() and err.code() in _FENCED:
+        elif err.fatal() and err.code() in FENCED:
             self._rebuild(f"{what} failed: {kafka_error_text(err)}")
         else:
             raise ProduceError(f"{what} failed", err)
@@ -216,7 +219,7 @@ class TransactionCommitter:
                     self._producer.abort_transaction(self._timeout)
         except KafkaException as exc:
             err = exc.args[0]
-            if err.fatal() and err.code() in _FENCED:
+            if err.fatal() and err.code() in FENCED:
                 self._rebuild(f"aborting failed: {kafka_error_text(err)}")
                 return
             raise ProduceError("aborting the transaction failed", err) from None
@@ -254,7 +257,7 @@ class TransactionCommitter:
         """Called every loop turn: a producer fenced in the background is rebuilt here."""
         fatal = self._producer.fatal
         err = getattr(fatal, "error", None)
-        if fatal is None or err is None or err.code() not in _FENCED:
+        if fatal is None or err is None or err.code() not in FENCED:
             return
         with self._lock:
             self._rebuild(kafka_error_text(err))

@@ -250,4 +250,36 @@ def test_a_second_worker_takes_partitions_over_without_loss(
     duplicates = _assert_every_input_has_an_output(kafka, settings, n)
     lag = group_lag({"bootstrap.servers": kafka}, settings.kafka.group_id, settings.topics.inputs)
     assert sum(p.lag for p in lag) == 0
-    print(f"rebalance: {n} inputs, {duplicates} duplicate predictions")
+    # A clean rebalance finishes in-flight work and commits it before giving partitions up.
+    assert duplicates == 0, f"{duplicates} predictions redone after a clean rebalance"
+
+
+def test_commits_failed_in_a_rebalance_are_redone_before_the_revoke(
+    kafka, make_settings, linear_model: Path
+) -> None:
+    # An asynchronous commit after every batch, and members coming and going: commits
+    # sent with a generation the group has just left fail (ILLEGAL_GENERATION), and the
+    # revoke that follows must still commit those positions, or the next owner redoes them.
+    # A slow trickle of events makes it bite: nothing new completes between the failed
+    # commit and the revoke. (Before the fix this run had duplicates.)
+    settings = make_settings(
+        linear_model,
+        partitions=6,
+        processing={"commit_interval_ms": 0},
+        batching={"max_batch_size": 64, "max_wait_ms": 5},
+    )
+    n = 4_000
+    keys, values = events(n)
+    feeder = Feeder(kafka, settings.topics.inputs[0], values, keys, rate=300)
+    with running(settings) as first:
+        feeder.start()
+        for _ in range(8):
+            with running(settings):  # joins (cooperative revoke on first), then leaves
+                wait_for(lambda: first.stats.revoked > 0, 30, "a rebalance", first)
+        feeder.join(60)
+        assert feeder.error is None, feeder.error
+        wait_for(lambda: topic_size(kafka, settings.topics.output) >= n, 60, "all predictions")
+        failed = dict(first._consumer.failed_commits)  # type: ignore[attr-defined]
+    assert failed.get("ILLEGAL_GENERATION", 0) > 0, f"the sequence did not occur: {failed}"
+    duplicates = _assert_every_input_has_an_output(kafka, settings, n)
+    assert duplicates == 0, f"{duplicates} predictions redone after clean rebalances"
