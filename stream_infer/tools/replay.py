@@ -19,6 +19,7 @@ never, with ``follow``); the decisions themselves live in ``replay_rules.py``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from stream_infer.config import Settings
 from stream_infer.errors import KafkaClientError, kafka_error_text
 from stream_infer.inference.envelope import SourceRecord
 from stream_infer.logging import get_logger
-from stream_infer.tools.replay_progress import PartitionProgress
+from stream_infer.tools.replay_progress import PartitionProgress, RunState
 from stream_infer.tools.replay_rules import Decision, Filters, Report, decide
 
 __all__ = ["Replay", "ReplayOptions"]
@@ -88,27 +89,6 @@ def _retrying() -> Retrying:
     )
 
 
-@dataclass
-class _State:
-    """Everything a transaction changes, so that an aborted one can be undone."""
-
-    progress: dict[int, PartitionProgress]
-    position: dict[int, int]  # per partition, the next offset to read
-    active: set[int]  # partitions not finished yet
-    report: Report
-
-    def copy(self) -> _State:
-        return _State(
-            {
-                p: PartitionProgress(g.frontier, [r[:] for r in g.held])
-                for p, g in self.progress.items()
-            },
-            dict(self.position),
-            set(self.active),
-            self.report.snapshot(),
-        )
-
-
 Progress = Callable[[int, int | None], None]  # (records examined, records in range)
 
 
@@ -136,7 +116,7 @@ class Replay:
         self._aborts = 0
         self._next_send = 0.0
         self._delivery_error: KafkaError | None = None
-        self._state = _State({}, {}, set(), Report())
+        self._state = RunState({}, {}, set(), Report())
         self._saved = self._state
 
     def stop(self) -> None:
@@ -222,9 +202,12 @@ class Replay:
         except KafkaException as exc:
             raise KafkaClientError("dlq replay failed", exc.args[0]) from None
         finally:
+            if self._producer is not None and self._open:
+                # Ended by an error: abort now rather than leave the original topics'
+                # read_committed readers waiting for the transaction timeout.
+                with contextlib.suppress(KafkaException):
+                    self._producer.abort_transaction(5)
             self._consumer.close()
-            if self._producer is not None:
-                self._producer.flush(5)
 
     def _start(self, partitions: list[int]) -> None:
         assert self._consumer is not None
@@ -253,7 +236,7 @@ class Replay:
         self._consumer.assign(assignment)
         self._saved = self._state.copy()
         log.info(
-            "dlq replay of %s, group %s: %d partitions to read",
+            "dlq replay of %s, group %s: reading %d of its partitions",
             self._topic, self.group, len(assignment),
         )  # fmt: skip
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-__all__ = ["METADATA_BUDGET", "PartitionProgress"]
+from stream_infer.tools.replay_rules import Report
+
+__all__ = ["METADATA_BUDGET", "PartitionProgress", "RunState"]
 
 _MAGIC = "sir1"
 METADATA_BUDGET = 3000  # characters; leaves room below the broker's 4096-byte default
@@ -122,6 +124,27 @@ class PartitionProgress:
         progress.frontier = max(progress.frontier, low)
         progress.held = [[max(s, low), e] for s, e in progress.held if e > low]
         return progress, warning
+
+
+@dataclass
+class RunState:
+    """Everything a transaction changes, so that an aborted one can be undone."""
+
+    progress: dict[int, PartitionProgress]
+    position: dict[int, int]  # per partition, the next offset to read
+    active: set[int]  # partitions not finished yet
+    report: Report
+
+    def copy(self) -> RunState:
+        return RunState(
+            {
+                p: PartitionProgress(g.frontier, [r[:] for r in g.held])
+                for p, g in self.progress.items()
+            },
+            dict(self.position),
+            set(self.active),
+            self.report.snapshot(),
+        )
 
 
 def _parse(text: str) -> PartitionProgress | None:
