@@ -208,11 +208,16 @@ def lag(config: ConfigOpt = None) -> None:
 # -- dlq ---------------------------------------------------------------------------------
 
 
+def _usage(hint: str, message: str) -> NoReturn:
+    typer.echo(f"stream-infer: usage error: {hint}: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def _parsed(hint: str, parse: Callable[[_In], _Out], value: _In) -> _Out:
     try:
         return parse(value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=hint) from None
+        _usage(hint, str(exc))
 
 
 @dlq_app.command("replay")
@@ -242,7 +247,7 @@ def dlq_replay(
         bool, typer.Option(help="Pass what the filters leave out for good, instead of holding it.")
     ] = False,
     max_replays: Annotated[
-        int | None, typer.Option(min=1, help="Park events replayed this often (dlq.max_replays).")
+        int | None, typer.Option(help="Park events replayed this often (dlq.max_replays).")
     ] = None,
     rate: Annotated[float, typer.Option(help="Replayed events per second (0: no limit).")] = 0.0,
     group: Annotated[
@@ -262,17 +267,17 @@ def dlq_replay(
 
     for name in stage or []:
         if name not in STAGES:
-            raise typer.BadParameter(
-                f"'{name}' is not one of {', '.join(STAGES)}", param_hint="--stage"
-            )
+            _usage("--stage", f"'{name}' is not one of {', '.join(STAGES)}")
     if rate < 0 or 0 < rate < 0.1:
-        raise typer.BadParameter("must be 0 (no limit) or at least 0.1", param_hint="--rate")
+        _usage("--rate", "must be 0 (no limit) or at least 0.1")
     if follow and dry_run:
-        raise typer.BadParameter("a dry run cannot follow", param_hint="--follow")
+        _usage("--follow", "a dry run cannot follow")
+    if max_replays is not None and max_replays < 1:
+        _usage("--max-replays", "must be at least 1")
     since_ms = _parsed("--since", parse_time, since) if since is not None else None
     until_ms = _parsed("--until", parse_time, until) if until is not None else None
     if since_ms is not None and until_ms is not None and since_ms >= until_ms:
-        raise typer.BadParameter("must be after --since", param_hint="--until")
+        _usage("--until", "must be after --since")
     filters = Filters(
         stages=frozenset(stage or ()),
         error_classes=frozenset(error_class or ()),

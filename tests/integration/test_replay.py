@@ -34,14 +34,18 @@ from tests.integration.conftest import (
 T0 = 1_764_000_000_000
 
 
-def _replay(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "stream_infer", "dlq", "replay", "--config", str(config), *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=timeout,
+        timeout=120,
     )
+
+
+def _replay(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = _cli(config, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -302,4 +306,31 @@ def test_events_that_keep_failing_are_parked_after_max_replays(
     assert counts == Counter({"0": n, "1": n, "2": n})
     assert _replayed(kafka, settings.topics.inputs[0], 3 * n) == Counter(
         {k.decode(): 2 for k in keys}
+    )
+
+
+def test_usage_and_cluster_errors_are_one_clear_line(
+    kafka, make_settings, make_topic, linear_model: Path, tmp_path: Path
+) -> None:
+    settings, config = _crafted_settings(make_settings, make_topic, linear_model, tmp_path)
+    for args, words in (
+        (["--stage", "model"], "'model' is not one of decode, validate, inference, produce"),
+        (["--since", "last tuesday"], "neither epoch milliseconds nor an ISO-8601 time"),
+        (["--from-offset", "1:x"], "'1:x' is not OFFSET or PARTITION:OFFSET"),
+        (["--since", "2000", "--until", "1000"], "must be after --since"),
+        (["--dry-run", "--follow"], "a dry run cannot follow"),
+        (["--max-replays", "0"], "must be at least 1"),
+    ):
+        result = _cli(config, *args)
+        assert result.returncode == 2, args
+        [line] = result.stderr.splitlines()
+        assert line.startswith("stream-infer: usage error: --") and words in line, line
+    missing = settings.model_copy(
+        update={"topics": settings.topics.model_copy(update={"dead_letter": "no-such-dlq"})}
+    )
+    result = _cli(write_config(missing, tmp_path / "missing.yaml"))
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == "stream-infer: error: dead-letter topic 'no-such-dlq' does not exist"
     )
