@@ -23,7 +23,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from confluent_kafka import (
@@ -43,7 +42,7 @@ from stream_infer.errors import KafkaClientError, kafka_error_text
 from stream_infer.inference.envelope import SourceRecord
 from stream_infer.logging import get_logger
 from stream_infer.tools.replay_progress import PartitionProgress, RunState
-from stream_infer.tools.replay_rules import Decision, Filters, Report, decide
+from stream_infer.tools.replay_rules import Decision, ReplayOptions, Report, decide
 
 __all__ = ["Replay", "ReplayOptions"]
 
@@ -51,17 +50,6 @@ log = get_logger("replay")
 
 _TIMEOUT_S = 30.0
 _ABORTS_IN_A_ROW = 5  # transactions aborted one after another before giving up
-
-
-@dataclass(frozen=True)
-class ReplayOptions:
-    filters: Filters = field(default_factory=Filters)
-    skip_unmatched: bool = False
-    max_replays: int | None = None  # None: dlq.max_replays
-    rate: float = 0.0  # replayed events per second; 0: as fast as possible
-    dry_run: bool = False
-    follow: bool = False
-    group: str | None = None  # None: dlq.replay_group, or <kafka.group_id>.dlq-replay
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -127,14 +115,8 @@ class Replay:
     def _new_consumer(self) -> Consumer:
         conf = self._settings.kafka.consumer_config(f"dlq-replay-{self.group}")
         conf.pop("partition.assignment.strategy", None)  # partitions are assigned, not subscribed
-        conf.update(
-            {
-                "group.id": self.group,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "logger": get_logger("librdkafka"),
-            }
-        )
+        conf.update({"group.id": self.group, "isolation.level": "read_committed"})
+        conf.update({"enable.partition.eof": True, "logger": get_logger("librdkafka")})
         return Consumer(conf)
 
     def _new_producer(self) -> Producer:
@@ -220,6 +202,8 @@ class Replay:
         assignment = []
         for tp in committed:
             p = tp.partition
+            if tp.error is not None:
+                raise KafkaClientError(f"reading the offsets of group {self.group}", tp.error)
             progress, warning = PartitionProgress.decode(tp.offset, tp.metadata, low[p])
             if warning:
                 log.warning("%s[%d] of group %s: %s", self._topic, p, self.group, warning)
@@ -344,9 +328,9 @@ class Replay:
             self._open, self._in_txn, self._txn_started = True, 0, time.monotonic()
 
     def _due(self) -> bool:
-        return self._open and (
-            self._in_txn >= self._max_records or time.monotonic() - self._txn_started >= self._max_s
-        )
+        """Time to commit: the open transaction is full or old, or progress waits too long."""
+        age = time.monotonic() - (self._txn_started if self._open else self._last_commit)
+        return age >= self._max_s or (self._open and self._in_txn >= self._max_records)
 
     def _commit(self) -> bool:
         """The changed offsets into the open transaction, then commit it.

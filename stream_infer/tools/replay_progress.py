@@ -13,6 +13,8 @@ Held records cost metadata space, and brokers refuse metadata longer than
 ``offset.metadata.max.bytes`` (4096 by default), so :meth:`PartitionProgress.hold`
 refuses once the encoding would pass :data:`METADATA_BUDGET`; the caller then
 stops that partition where it is, which keeps every guarantee and says why.
+:class:`RunState` bundles the progress of every partition with the run's
+report, so an aborted transaction can put both back as they were.
 """
 
 from __future__ import annotations

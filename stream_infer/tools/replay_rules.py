@@ -1,4 +1,4 @@
-"""What ``dlq replay`` does with one dead letter, and the report it gives at the end.
+"""What ``dlq replay`` does with one dead letter: its options, the decision, the final report.
 
 Pure functions of a record's headers and the options: no Kafka client in
 here, so every rule is tested without a broker. The driver (``replay.py``)
@@ -21,6 +21,7 @@ __all__ = [
     "STAGES",
     "Decision",
     "Filters",
+    "ReplayOptions",
     "Report",
     "decide",
     "parse_offset_bounds",
@@ -106,6 +107,19 @@ class Filters:
             if self.until_ms is not None and failed >= self.until_ms:
                 return False
         return True
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What one run of ``dlq replay`` replays, and how."""
+
+    filters: Filters = field(default_factory=Filters)
+    skip_unmatched: bool = False
+    max_replays: int | None = None  # None: dlq.max_replays
+    rate: float = 0.0  # replayed events per second; 0: as fast as possible
+    dry_run: bool = False
+    follow: bool = False
+    group: str | None = None  # None: dlq.replay_group, or <kafka.group_id>.dlq-replay
 
 
 @dataclass(frozen=True)
