@@ -23,7 +23,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from confluent_kafka import (
     Consumer,
@@ -104,6 +104,7 @@ class Replay:
         self._aborts = 0
         self._next_send = 0.0
         self._delivery_error: KafkaError | None = None
+        self._fatal: KafkaError | None = None
         self._state = RunState({}, {}, set(), Report())
         self._saved = self._state
 
@@ -123,7 +124,15 @@ class Replay:
         conf = self._settings.kafka.producer_config(f"dlq-replay-{self.group}")
         conf["transactional.id"] = f"dlq-replay:{self.group}:{self._topic}"
         conf["logger"] = get_logger("librdkafka")
+        conf["error_cb"] = self._on_error
         return Producer(conf)
+
+    def _on_error(self, err: KafkaError) -> None:
+        # A fatal producer error reaches the caller as a bare _FATAL; the reason
+        # (fenced by a newer replay, say) only comes through here.
+        if err.fatal() and self._fatal is None:
+            self._fatal = err
+        log.log(40 if err.fatal() else 30, "replay producer: %s", kafka_error_text(err))
 
     def _refresh_topics(self) -> None:
         assert self._consumer is not None
@@ -182,7 +191,7 @@ class Replay:
             self._commit()
             return self._state.report
         except KafkaException as exc:
-            raise KafkaClientError("dlq replay failed", exc.args[0]) from None
+            self._raise(exc.args[0])
         finally:
             if self._producer is not None and self._open:
                 # Ended by an error: abort now rather than leave the original topics'
@@ -367,17 +376,28 @@ class Replay:
         self._saved = self._state.copy()
         return True
 
+    def _raise(self, err: KafkaError) -> NoReturn:
+        if self._producer is not None and err.code() == KafkaError._FATAL:
+            try:  # serves the error callback that holds the reason, or raises it
+                self._producer.poll(0)
+            except KafkaException as exc:
+                self._fatal = self._fatal or exc.args[0]
+        cause = self._fatal or err
+        fenced = cause.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED) or (
+            "fenced" in cause.str().lower()
+        )
+        why = f"stopped: another replay of group {self.group} took over" if fenced else "failed"
+        raise KafkaClientError(
+            f"dlq replay {why}; what it did not commit is left to the next", cause
+        )
+
     def _abort(self, err: KafkaError) -> None:
         """Abort the transaction and reread from the last commit, a few times at most."""
         assert self._producer is not None
         assert self._consumer is not None
         cause = self._delivery_error or err
         if err.fatal() or not err.txn_requires_abort():
-            fenced = err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
-            why = f"another dlq replay of group {self.group} took over" if fenced else "failed"
-            raise KafkaClientError(
-                f"dlq replay {why}; nothing after its last commit was replayed", cause
-            )
+            self._raise(cause)
         self._aborts += 1
         if self._aborts > _ABORTS_IN_A_ROW:
             raise KafkaClientError(

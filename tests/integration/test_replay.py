@@ -155,6 +155,36 @@ def test_a_replay_killed_midway_and_run_again_replays_each_event_once(
     _assert_each_predicted_once(kafka, fixed, n)
 
 
+@pytest.mark.slow
+def test_a_second_replay_of_the_same_group_fences_the_first(
+    kafka, make_settings, make_topic, linear_model: Path, tmp_path: Path
+) -> None:
+    settings, config = _crafted_settings(make_settings, make_topic, linear_model, tmp_path)
+    topic, dlq, n = settings.topics.inputs[0], settings.topics.dead_letter, 40
+    _craft(kafka, dlq, 0, [_spec(i, topic) for i in range(n)])
+    group = settings.dlq.group(settings.kafka.group_id)
+    args = ["dlq", "replay", "--config", str(config), "--rate", "5", "--quiet"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "stream_infer", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        wait_for(lambda: _committed(kafka, group, dlq) >= 3, 60, "the first replay committing")
+        second = _replay(config)
+        _, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 1
+    [line] = [x for x in err.splitlines() if x.startswith("stream-infer:")]
+    assert f"dlq replay stopped: another replay of group {group} took over" in line
+    assert _summary(second).startswith("replayed ")
+    assert _replayed(kafka, topic, n) == Counter({f"k{i}": 1 for i in range(n)})
+
+
 def _craft(kafka: str, dlq: str, partition: int, specs: list[dict[str, Any]]) -> None:
     """Dead letters as the worker writes them, with the given ``dlq.*`` headers."""
     keys, values, headers = [], [], []
