@@ -12,18 +12,19 @@ transaction. The transactional id is derived from the group, so a new run
 first aborts whatever a killed run left open, and two runs of one group at
 once fence each other instead of both replaying.
 
-Transactions are bounded (``dlq.transaction_records`` / ``dlq.transaction_ms``).
-The run ends at the partitions' last committed offsets as of its start (or
-never, with ``follow``); the decisions themselves live in ``replay_rules.py``.
+Transactions are bounded (``dlq.transaction_records`` / ``dlq.transaction_ms``)
+and handled in ``replay_txn.py``; what to do with each dead letter is decided
+in ``replay_rules.py``; per-partition progress is ``replay_progress.py``. The
+run ends at the partitions' last stable offsets as of its start (or never,
+with ``follow``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import cast
 
 from confluent_kafka import (
     Consumer,
@@ -31,11 +32,9 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from stream_infer.config import Settings
 from stream_infer.errors import KafkaClientError, kafka_error_text
@@ -43,39 +42,11 @@ from stream_infer.inference.envelope import SourceRecord
 from stream_infer.logging import get_logger
 from stream_infer.tools.replay_progress import PartitionProgress, RunState
 from stream_infer.tools.replay_rules import Decision, ReplayOptions, Report, decide
+from stream_infer.tools.replay_txn import TIMEOUT_S, Transactions, retrying
 
 __all__ = ["Replay", "ReplayOptions"]
 
 log = get_logger("replay")
-
-_TIMEOUT_S = 30.0
-_ABORTS_IN_A_ROW = 5  # transactions aborted one after another before giving up
-
-
-def _retriable(exc: BaseException) -> bool:
-    """Worth the same call again: the broker was busy, never "abort" or "fatal"."""
-    if not isinstance(exc, KafkaException):
-        return False
-    err = exc.args[0]
-    if err.fatal() or err.txn_requires_abort():
-        return False
-    return bool(err.retriable()) or err.code() in (
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.UNSTABLE_OFFSET_COMMIT,
-        KafkaError._TIMED_OUT,
-    )
-
-
-def _retrying() -> Retrying:
-    return Retrying(
-        retry=retry_if_exception(_retriable),
-        stop=stop_after_delay(60),
-        wait=wait_exponential(multiplier=0.1, max=2),
-        reraise=True,
-    )
-
 
 Progress = Callable[[int, int | None], None]  # (records examined, records in range)
 
@@ -88,23 +59,15 @@ class Replay:
         self._topic = settings.topics.dead_letter
         self.group = options.group or settings.dlq.group(settings.kafka.group_id)
         self._max_replays = options.max_replays or settings.dlq.max_replays
-        self._max_records = settings.dlq.transaction_records
-        self._max_s = settings.dlq.transaction_ms / 1000
         self._stopping = threading.Event()
         self._topics: dict[str, int] = {}  # partition counts of the cluster's topics
         self._looked_up: set[str] = set()
         self._starts: dict[int, int] = {}
         self._ends: dict[int, int | None] = {}  # None: no end (follow)
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
-        # The open transaction.
-        self._open, self._in_txn, self._txn_started = False, 0, 0.0
-        self._committed: dict[int, tuple[int, str]] = {}
-        self._last_commit = time.monotonic()
-        self._aborts = 0
+        self._txn: Transactions | None = None  # None: dry run
+        self._committed: dict[int, tuple[int, str]] = {}  # per partition, as last committed
         self._next_send = 0.0
-        self._delivery_error: KafkaError | None = None
-        self._fatal: KafkaError | None = None
         self._state = RunState({}, {}, set(), Report())
         self._saved = self._state
 
@@ -120,23 +83,9 @@ class Replay:
         conf.update({"enable.partition.eof": True, "logger": get_logger("librdkafka")})
         return Consumer(conf)
 
-    def _new_producer(self) -> Producer:
-        conf = self._settings.kafka.producer_config(f"dlq-replay-{self.group}")
-        conf["transactional.id"] = f"dlq-replay:{self.group}:{self._topic}"
-        conf["logger"] = get_logger("librdkafka")
-        conf["error_cb"] = self._on_error
-        return Producer(conf)
-
-    def _on_error(self, err: KafkaError) -> None:
-        # A fatal producer error reaches the caller as a bare _FATAL; the reason
-        # (fenced by a newer replay, say) only comes through here.
-        if err.fatal() and self._fatal is None:
-            self._fatal = err
-        log.log(40 if err.fatal() else 30, "replay producer: %s", kafka_error_text(err))
-
     def _refresh_topics(self) -> None:
         assert self._consumer is not None
-        meta = self._consumer.list_topics(timeout=_TIMEOUT_S)
+        meta = self._consumer.list_topics(timeout=TIMEOUT_S)
         self._topics = {n: len(t.partitions) for n, t in meta.topics.items() if t.error is None}
 
     def _partitions_of(self, name: str) -> int | None:
@@ -153,7 +102,7 @@ class Replay:
             futures = admin.list_offsets(
                 {TopicPartition(self._topic, p): spec for p in partitions},
                 isolation_level=IsolationLevel.READ_COMMITTED,
-                request_timeout=_TIMEOUT_S,
+                request_timeout=TIMEOUT_S,
             )
             out.append({tp.partition: f.result().offset for tp, f in futures.items()})
         return out[0], out[1]
@@ -168,45 +117,52 @@ class Replay:
             if self._topic not in self._topics:
                 raise KafkaClientError(f"dead-letter topic '{self._topic}' does not exist")
             if not self._options.dry_run:
-                self._producer = self._new_producer()
-                # Before reading the group's offsets: this aborts whatever transaction a
-                # killed run left open, so the offsets read next are settled ones.
-                for attempt in _retrying():
-                    with attempt:
-                        self._producer.init_transactions(_TIMEOUT_S)
+                conf = self._settings.kafka.producer_config(f"dlq-replay-{self.group}")
+                conf["logger"] = get_logger("librdkafka")
+                dlq = self._settings.dlq
+                limits = (dlq.transaction_records, dlq.transaction_ms / 1000)
+                self._txn = Transactions(conf, self.group, self._topic, *limits)
+                self._txn.start()  # before reading the group's offsets (see Transactions.start)
             self._start(list(range(self._topics[self._topic])))
             total = None if self._options.follow else sum(
                 max(0, (self._ends[p] or 0) - s) for p, s in self._starts.items()
             )  # fmt: skip
-            while self._state.active and not self._stopping.is_set():
-                for msg in self._consumer.consume(500, 0.2):
-                    self._message(msg)
-                    if self._due() and not self._commit():
-                        break  # aborted: the rest of this batch is read again
-                    if self._stopping.is_set():
-                        break  # unhandled records stay unhandled: the commit says so
-                if self._due() or not self._state.active:
-                    self._commit()
-                progress(self._examined(), total)
-            self._commit()
+            while True:
+                while self._state.active and not self._stopping.is_set():
+                    for msg in self._consumer.consume(500, 0.2):
+                        self._message(msg)
+                        if self._due() and not self._commit():
+                            break  # aborted: the rest of this batch is read again
+                        if self._stopping.is_set():
+                            break  # records not handled stay so: the commit says where
+                    if self._due():
+                        self._commit()
+                    progress(self._examined(), total)
+                # An aborted last commit puts the state back: read again, unless stopping.
+                if self._commit() or self._stopping.is_set():
+                    break
+            if self._state.report.earlier:
+                log.info(
+                    "passed over %d dead letters settled by earlier runs",
+                    self._state.report.earlier,
+                )
             return self._state.report
         except KafkaException as exc:
-            self._raise(exc.args[0])
+            if self._txn is None:
+                raise KafkaClientError("dlq replay failed", exc.args[0]) from None
+            self._txn.fail(exc.args[0])
         finally:
-            if self._producer is not None and self._open:
-                # Ended by an error: abort now rather than leave the original topics'
-                # read_committed readers waiting for the transaction timeout.
-                with contextlib.suppress(KafkaException):
-                    self._producer.abort_transaction(5)
+            if self._txn is not None:
+                self._txn.abort_open()
             self._consumer.close()
 
     def _start(self, partitions: list[int]) -> None:
         assert self._consumer is not None
         low, stable = self._watermarks(partitions)
-        for attempt in _retrying():
+        for attempt in retrying():
             with attempt:
                 committed = self._consumer.committed(
-                    [TopicPartition(self._topic, p) for p in partitions], timeout=_TIMEOUT_S
+                    [TopicPartition(self._topic, p) for p in partitions], timeout=TIMEOUT_S
                 )
         assignment = []
         for tp in committed:
@@ -217,13 +173,14 @@ class Replay:
             if warning:
                 log.warning("%s[%d] of group %s: %s", self._topic, p, self.group, warning)
             _, last = self._options.filters.bounds(p)
-            end = stable[p] if last is None else min(stable[p], last + 1)
+            end: int | None = stable[p] if last is None else min(stable[p], last + 1)
+            if self._options.follow:
+                end = None if last is None else last + 1
             start = progress.committed()
-            self._ends[p] = None if self._options.follow else end
-            self._starts[p] = start
+            self._ends[p], self._starts[p] = end, start
             self._state.progress[p], self._state.position[p] = progress, start
             self._committed[p] = (start, progress.encode())
-            if self._options.follow or start < end:
+            if end is None or start < end:
                 self._state.active.add(p)
                 assignment.append(TopicPartition(self._topic, p, start))
         self._consumer.assign(assignment)
@@ -289,35 +246,20 @@ class Replay:
                 self._finish(p)
                 return
         else:
-            if decision.kind == "replay" and self._producer is not None:
+            if decision.kind == "replay" and self._txn is not None:
                 self._send(msg, decision)
             progress.settle(offset)
         report.add(record, decision)
 
     def _send(self, msg: Message, decision: Decision) -> None:
-        assert self._producer is not None
+        assert self._txn is not None
         rate = self._options.rate
         if rate > 0:
             now = time.monotonic()
             if self._next_send > now:
                 self._stopping.wait(self._next_send - now)  # pacing, not synchronisation
             self._next_send = max(self._next_send, time.monotonic() - 1.0) + 1.0 / rate
-        self._begin()
-        kwargs: dict[str, Any] = {"headers": decision.headers, "on_delivery": self._delivered}
-        if decision.partition is not None:
-            kwargs["partition"] = decision.partition
-        while True:
-            try:
-                self._producer.produce(decision.topic, msg.value(), msg.key(), **kwargs)
-                break
-            except BufferError:
-                self._producer.poll(0.1)  # the local queue is full: let deliveries drain it
-        self._producer.poll(0)
-        self._in_txn += 1
-
-    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None and self._delivery_error is None:
-            self._delivery_error = err
+        self._txn.send(decision.topic, msg.key(), msg.value(), decision.headers, decision.partition)
 
     def _maybe_finish(self, p: int) -> None:
         end = self._ends[p]
@@ -331,24 +273,16 @@ class Replay:
 
     # -- transactions --------------------------------------------------------------------
 
-    def _begin(self) -> None:
-        if not self._open and self._producer is not None:
-            self._producer.begin_transaction()
-            self._open, self._in_txn, self._txn_started = True, 0, time.monotonic()
-
     def _due(self) -> bool:
-        """Time to commit: the open transaction is full or old, or progress waits too long."""
-        age = time.monotonic() - (self._txn_started if self._open else self._last_commit)
-        return age >= self._max_s or (self._open and self._in_txn >= self._max_records)
+        return self._txn is not None and self._txn.due()
 
     def _commit(self) -> bool:
-        """The changed offsets into the open transaction, then commit it.
+        """Commit the open transaction with the changed offsets; on an abort, go back.
 
-        Returns False when the transaction had to be aborted; the state is then
-        back at the last commit and the consumer rereads from there.
+        Returns False after an abort: the state is then as of the last commit and
+        the consumer rereads from there.
         """
-        self._last_commit = time.monotonic()
-        if self._producer is None:
+        if self._txn is None:
             return True
         assert self._consumer is not None
         offsets = []
@@ -356,62 +290,14 @@ class Replay:
             now = (progress.committed(), progress.encode())
             if self._committed.get(p) != now:
                 offsets.append(TopicPartition(self._topic, p, now[0], metadata=now[1]))
-        if not offsets and not self._open:
+        if self._txn.commit(offsets, self._consumer.consumer_group_metadata()):
+            for tp in offsets:
+                self._committed[tp.partition] = (tp.offset, tp.metadata or "")
+            self._saved = self._state.copy()
             return True
-        try:
-            self._begin()
-            if offsets:
-                self._producer.send_offsets_to_transaction(
-                    offsets, self._consumer.consumer_group_metadata(), _TIMEOUT_S
-                )
-            for attempt in _retrying():  # only a retriable error may be retried here
-                with attempt:
-                    self._producer.commit_transaction(_TIMEOUT_S)
-        except KafkaException as exc:
-            self._abort(exc.args[0])
-            return False
-        self._open, self._aborts = False, 0
-        for tp in offsets:
-            self._committed[tp.partition] = (tp.offset, tp.metadata or "")
-        self._saved = self._state.copy()
-        return True
-
-    def _raise(self, err: KafkaError) -> NoReturn:
-        if self._producer is not None and err.code() == KafkaError._FATAL:
-            try:  # serves the error callback that holds the reason, or raises it
-                self._producer.poll(0)
-            except KafkaException as exc:
-                self._fatal = self._fatal or exc.args[0]
-        cause = self._fatal or err
-        fenced = cause.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED) or (
-            "fenced" in cause.str().lower()
-        )
-        why = f"stopped: another replay of group {self.group} took over" if fenced else "failed"
-        raise KafkaClientError(
-            f"dlq replay {why}; what it did not commit is left to the next", cause
-        )
-
-    def _abort(self, err: KafkaError) -> None:
-        """Abort the transaction and reread from the last commit, a few times at most."""
-        assert self._producer is not None
-        assert self._consumer is not None
-        cause = self._delivery_error or err
-        if err.fatal() or not err.txn_requires_abort():
-            self._raise(cause)
-        self._aborts += 1
-        if self._aborts > _ABORTS_IN_A_ROW:
-            raise KafkaClientError(
-                f"dlq replay: {_ABORTS_IN_A_ROW} transactions in a row were aborted; "
-                "nothing after the last commit was replayed",
-                cause,
-            )
-        log.warning(
-            "transaction aborted (%s); rereading from the last commit", kafka_error_text(cause)
-        )
-        self._producer.abort_transaction(_TIMEOUT_S)
-        self._open, self._delivery_error = False, None
         self._state = self._saved.copy()
         self._consumer.assign(
             [TopicPartition(self._topic, p, self._state.position[p]) for p in self._state.active]
         )
-        self._stopping.wait(min(5.0, 0.2 * 2**self._aborts))  # back off before rereading
+        self._stopping.wait(min(5.0, 0.2 * 2**self._txn.aborts))  # back off before rereading
+        return False
