@@ -299,18 +299,8 @@ def dlq_replay(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if quiet or not sys.stderr.isatty():
-        report = replay.run()
-    else:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        with Progress(
-            "dlq replay", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(stderr=True), transient=True,
-        ) as bar:  # fmt: skip
-            task = bar.add_task("replay", total=None)
-            report = replay.run(lambda done, total: bar.update(task, completed=done, total=total))
+    show_bar = not quiet and sys.stderr.isatty()
+    report = replay.run_with_progress_bar() if show_bar else replay.run()
     for line in report.listing() if dry_run else []:
         typer.echo(line)
     typer.echo(report.summary(dry_run))

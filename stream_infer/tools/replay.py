@@ -156,6 +156,18 @@ class Replay:
                 self._txn.abort_open()
             self._consumer.close()
 
+    def run_with_progress_bar(self) -> Report:
+        """:meth:`run`, with a rich progress bar on stderr (for a terminal)."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress(
+            "dlq replay", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("replay", total=None)
+            return self.run(lambda done, total: bar.update(task, completed=done, total=total))
+
     def _start(self, partitions: list[int]) -> None:
         assert self._consumer is not None
         low, stable = self._watermarks(partitions)
