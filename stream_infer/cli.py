@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -62,6 +63,8 @@ ConfigOpt = Annotated[
     ),
 ]
 DEFAULT_DATA_DIR = Path(".stream-infer/broker")
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 def _settings(config: Path | None) -> Settings:
@@ -299,13 +302,103 @@ def lag(
             typer.echo(render_text(view))
 
 
-# -- later capabilities ------------------------------------------------------------------
+# -- dlq ---------------------------------------------------------------------------------
+
+
+def _parsed(hint: str, parse: Callable[[_In], _Out], value: _In) -> _Out:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        _usage(f"{hint}: {exc}")
 
 
 @dlq_app.command("replay")
-def dlq_replay(config: ConfigOpt = None) -> None:
-    """Send dead letters back to their original topic (not implemented yet)."""
-    _not_implemented("dlq replay")
+def dlq_replay(
+    config: ConfigOpt = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this dlq.error.stage (decode|validate|inference|produce); repeat."),
+    ] = None,
+    error_class: Annotated[
+        list[str] | None, typer.Option(help="Only this dlq.error.class; repeat.")
+    ] = None,
+    from_offset: Annotated[
+        list[str] | None,
+        typer.Option(help="First dead-letter offset, OFFSET or PARTITION:OFFSET; repeat."),
+    ] = None,
+    to_offset: Annotated[
+        list[str] | None,
+        typer.Option(help="Last dead-letter offset (included), OFFSET or PARTITION:OFFSET."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="dlq.failed.at from (ISO-8601, UTC if no offset, or epoch ms)."),
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="dlq.failed.at before (excluded).")] = None,
+    skip_unmatched: Annotated[
+        bool, typer.Option(help="Pass what the filters leave out for good, instead of holding it.")
+    ] = False,
+    max_replays: Annotated[
+        int | None, typer.Option(help="Park events replayed this often (dlq.max_replays).")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Replayed events per second (0: no limit).")] = 0.0,
+    group: Annotated[
+        str | None, typer.Option(help="Replay progress group (dlq.replay_group).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="List what would be replayed; produce and commit nothing.")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option(help="Keep replaying new dead letters until Ctrl-C.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Send dead letters back to their original topic, each once, even across kills."""
+    from stream_infer.tools.replay import Replay, ReplayOptions
+    from stream_infer.tools.replay_rules import STAGES, Filters, parse_offset_bounds, parse_time
+
+    for name in stage or []:
+        if name not in STAGES:
+            _usage(f"--stage: '{name}' is not one of {', '.join(STAGES)}")
+    if rate < 0 or 0 < rate < 0.1:
+        _usage("--rate: must be 0 (no limit) or at least 0.1")
+    if follow and dry_run:
+        _usage("--follow: a dry run cannot follow")
+    if max_replays is not None and max_replays < 1:
+        _usage("--max-replays: must be at least 1")
+    since_ms = _parsed("--since", parse_time, since) if since is not None else None
+    until_ms = _parsed("--until", parse_time, until) if until is not None else None
+    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+        _usage("--until: must be after --since")
+    filters = Filters(
+        stages=frozenset(stage or ()),
+        error_classes=frozenset(error_class or ()),
+        from_offsets=_parsed("--from-offset", parse_offset_bounds, from_offset or []),
+        to_offsets=_parsed("--to-offset", parse_offset_bounds, to_offset or []),
+        since_ms=since_ms,
+        until_ms=until_ms,
+    )
+    settings = _settings(config)
+    options = ReplayOptions(filters, skip_unmatched, max_replays, rate, dry_run, follow, group)
+    replay = Replay(settings, options)
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            os._exit(128 + signum)
+        replay.stop()  # commit what was replayed, then print the summary
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    show_bar = not quiet and sys.stderr.isatty()
+    report = replay.run_with_progress_bar() if show_bar else replay.run()
+    for line in report.listing() if dry_run else []:
+        typer.echo(line)
+    typer.echo(report.summary(dry_run))
+
+
+# -- later capabilities ------------------------------------------------------------------
 
 
 @app.command()

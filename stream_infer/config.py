@@ -22,6 +22,7 @@ from stream_infer.errors import ConfigError
 
 __all__ = [
     "BatchingSettings",
+    "DlqSettings",
     "DriftSettings",
     "HealthSettings",
     "KafkaSettings",
@@ -295,6 +296,26 @@ class LoggingSettings(_Section):
     json_format: bool = Field(False, alias="json")
 
 
+class DlqSettings(_Section):
+    """How ``stream-infer dlq replay`` tracks its progress and when it gives up on an event.
+
+    Replay progress is the committed offset of its own consumer group on the
+    dead-letter topic, written in the same transaction as the replayed events,
+    so a replay killed at any point neither loses nor repeats work.
+    """
+
+    replay_group: str = Field("", description='empty: "<kafka.group_id>.dlq-replay"')
+    max_replays: int = Field(3, ge=1, le=1000, description="replays before an event is parked")
+    # One transaction per this many replayed records or this much time, whichever
+    # comes first: small enough that a kill loses little work, well inside the
+    # producer's transaction.timeout.ms (60 s by default).
+    transaction_records: int = Field(500, ge=1, le=100_000)
+    transaction_ms: int = Field(1000, ge=10, le=30_000)
+
+    def group(self, worker_group: str) -> str:
+        return self.replay_group or f"{worker_group}.dlq-replay"
+
+
 class Settings(BaseSettings):
     """The whole configuration; see SPEC.md section 2 and the README."""
 
@@ -316,6 +337,7 @@ class Settings(BaseSettings):
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)  # type: ignore[arg-type]
     drift: DriftSettings = Field(default_factory=DriftSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
+    dlq: DlqSettings = Field(default_factory=DlqSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

@@ -16,9 +16,19 @@ import orjson
 from stream_infer.errors import Stage
 from stream_infer.inference.codec import Rows
 
-__all__ = ["Encoder", "Headers", "SourceRecord", "dead_letter_headers", "error_class"]
+__all__ = [
+    "REPLAY_COUNT_HEADER",
+    "Encoder",
+    "Headers",
+    "SourceRecord",
+    "dead_letter_headers",
+    "error_class",
+]
 
 _ERROR_MESSAGE_CAP = 1024
+# Set by ``dlq replay`` on the events it sends back; the one ``dlq.*`` header a
+# dead letter inherits from its input, so the count survives a second failure.
+REPLAY_COUNT_HEADER = "dlq.replay.count"
 Headers = list[tuple[str, str | bytes | None]]
 
 
@@ -106,9 +116,15 @@ def dead_letter_headers(
     """The original headers plus the ``dlq.*`` ones of SPEC.md section 3.
 
     A replayed event that fails again must not carry two generations of
-    ``dlq.*`` headers, so stale ones are dropped before the fresh ones go on.
+    ``dlq.*`` headers, so stale ones are dropped before the fresh ones go on;
+    only its replay count stays, or ``dlq replay`` could never park an event
+    that keeps failing.
     """
-    kept = [(k, v) for k, v in (record.headers() or []) if not k.startswith("dlq.")]
+    kept = [
+        (k, v)
+        for k, v in (record.headers() or [])
+        if not k.startswith("dlq.") or k == REPLAY_COUNT_HEADER
+    ]
     added = {
         "dlq.original.topic": record.topic() or "",
         "dlq.original.partition": str(record.partition()),

@@ -287,7 +287,7 @@ def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
         result.stderr.strip()
         == "stream-infer: error: model.path: file not found: /nonexistent/model.onnx"
     )
-    for args in (["bench"], ["dlq", "replay"], ["run", "--runtime", "faust"]):
+    for args in (["bench"], ["run", "--runtime", "faust"]):
         result = _cli(*args)
         assert result.returncode == 2 and "not implemented yet" in result.stderr, args
     result = _cli("run", env={"STREAM_INFER_KAFKA__BOOTSTRAP_SERVER": "x:1"})

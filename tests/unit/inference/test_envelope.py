@@ -11,7 +11,12 @@ import pytest
 
 from stream_infer.errors import InferenceError, ValidationError
 from stream_infer.inference.codec import Decoder
-from stream_infer.inference.envelope import Encoder, dead_letter_headers, error_class
+from stream_infer.inference.envelope import (
+    REPLAY_COUNT_HEADER,
+    Encoder,
+    dead_letter_headers,
+    error_class,
+)
 from stream_infer.inference.model import Model
 from tests.models import event as _ev
 from tests.models import loaded as _model
@@ -87,6 +92,27 @@ def test_dead_letter_headers_keep_originals_and_replace_stale_dlq_headers() -> N
     message = got["dlq.error.message"].decode()
     assert message.startswith("bad thing xxx") and "\n" not in message
     assert len(message) == 1024 and message.endswith("...")
+
+
+def test_a_replayed_event_that_fails_again_keeps_its_replay_count() -> None:
+    # dlq replay parks an event after dlq.max_replays; the count has to survive
+    # the worker's dropping of the previous generation's dlq.* headers.
+    rec = Record(
+        5,
+        headers_=[
+            ("trace", b"t"),
+            ("dlq.error.stage", b"inference"),
+            (REPLAY_COUNT_HEADER, b"2"),
+        ],
+    )
+    headers = dead_letter_headers(
+        rec, "validate", "ValidationError", "bad", group="g", model_version="1", worker="w"
+    )
+    names = [k for k, _ in headers]
+    assert names.count(REPLAY_COUNT_HEADER) == 1
+    assert dict(headers)[REPLAY_COUNT_HEADER] == b"2"
+    assert dict(headers)["dlq.error.stage"] == b"validate"
+    assert names.count("dlq.error.stage") == 1
 
 
 def test_error_class_names_the_root_cause() -> None:
