@@ -3,13 +3,10 @@
 It runs beside the consuming thread so that the next batch is fetched and
 decoded while this one is inferred (onnxruntime releases the GIL), and so the
 consuming thread keeps polling Kafka however slow the model is: a slow batch
-can never push the worker past ``max.poll.interval.ms``.
-
-A batch that fails in onnxruntime is split in halves until the failing rows
-stand alone; a row that fails alone is tried once more, then dead-lettered.
-Before any row is dead-lettered the known-good warm-up input is run: if that
-fails too, the session itself is broken, and the worker stops instead of
-dead-lettering every event that passes by.
+can never push the worker past ``max.poll.interval.ms``. The inference itself
+(bisection of failing rows included) is ``inference.batch``, shared with the
+Faust runtime; this room adds the thread, the health and metrics hooks, and
+producing the outcome.
 """
 
 from __future__ import annotations
@@ -21,28 +18,17 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from stream_infer.errors import InferenceError
-from stream_infer.inference.codec import Decoded, Rows
+from stream_infer.inference.batch import infer_batch
+from stream_infer.inference.codec import Decoded
 from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model
 from stream_infer.kafka.offsets import Batch
 from stream_infer.kafka.producer import Deliveries
 from stream_infer.logging import get_logger
 
-__all__ = ["InferenceStage", "split_rows"]
+__all__ = ["InferenceStage"]
 
 log = get_logger("pipeline")
-
-Done = list[tuple[Rows, list[Any]]]
-Failed = list[tuple[int, InferenceError]]
-
-
-def split_rows(rows: Rows, at: int) -> tuple[Rows, Rows]:
-    feeds = rows.feeds
-    return (
-        Rows(rows.index[:at], rows.ids[:at], {k: v[:at] for k, v in feeds.items()}),
-        Rows(rows.index[at:], rows.ids[at:], {k: v[at:] for k, v in feeds.items()}),
-    )
 
 
 class InferenceStage:
@@ -130,32 +116,32 @@ class InferenceStage:
         holds either every output of a batch or none of it; the model's time is
         spent outside it.
         """
-        encoder, deliveries = self._encoder, self._deliveries
-        results: list[tuple[int, list[tuple[Rows, list[bytes]]], Failed]] = []
-        for rows in decoded.groups:
-            done, failed = self._infer(rows)
-            if failed and not self._model.healthy():
-                raise InferenceError(
-                    f"the model fails on a known-good input as well ({failed[0][1]}); "
-                    "stopping without committing this batch"
-                )
-            encoded = [(part, encoder.encode(batch.records, part, outs)) for part, outs in done]
-            if self._on_predicted is not None:
-                for part, outputs in done:
-                    self._on_predicted(part.feeds, outputs)
-            results.append((len(rows.index), encoded, failed))
+        outcome = infer_batch(
+            self._model,
+            self._encoder,
+            batch.records,
+            decoded,
+            self._timed_predict,
+            keep_predicted=self._on_predicted is not None,
+        )
+        if self._on_predicted is not None:
+            for feeds, outputs in outcome.predicted:
+                self._on_predicted(feeds, outputs)
+        deliveries = self._deliveries
         with self._gate(batch) as current:
             if not current:
                 return  # its transaction was aborted: the batch will be consumed again
-            for i, reject in decoded.rejects:
+            for i, reject in outcome.rejects:
                 deliveries.dead_letter(batch, i, reject.stage, reject)
-            for n, encoded, failed in results:
-                for part, payloads in encoded:
-                    deliveries.predictions_for(batch, part.index, payloads)
-                if failed:
-                    log.warning("%d of %d rows failed inference on their own", len(failed), n)
-                for i, exc in failed:
-                    deliveries.dead_letter(batch, i, "inference", exc)
+            for index, payloads in outcome.predictions:
+                deliveries.predictions_for(batch, index, payloads)
+            if outcome.failures:
+                log.warning(
+                    "%d of %d rows failed inference on their own",
+                    len(outcome.failures), len(batch.records),
+                )  # fmt: skip
+            for i, exc in outcome.failures:
+                deliveries.dead_letter(batch, i, "inference", exc)
             batch.produced_at = time.monotonic()
             self._on_produced(batch)
 
@@ -167,46 +153,3 @@ class InferenceStage:
         finally:
             self._on_call(None)
             self._on_result(rows, time.monotonic() - started)
-
-    def _infer(self, rows: Rows) -> tuple[Done, Failed]:
-        """Run a group; on failure split it until the failing rows stand alone."""
-        done: Done = []
-        failed: Failed = []
-        if self._model.batchable:
-            stack = [rows]
-        else:  # a fixed batch axis of 1: one row per run
-            stack = []
-            rest = rows
-            while len(rest.index) > 1:
-                one, rest = split_rows(rest, 1)
-                stack.append(one)
-            stack.append(rest)
-            stack.reverse()
-        aligned = self._encoder.misaligned
-        predict = self._timed_predict
-        while stack:
-            part = stack.pop()
-            n = len(part.index)
-            try:
-                outputs = predict(part.feeds, n)
-                problem = aligned(outputs, n)
-                if problem:
-                    raise InferenceError(problem)
-            except InferenceError as exc:
-                if n == 1:
-                    # One more try alone: a transient device error must not cost a good row.
-                    try:
-                        outputs = predict(part.feeds, 1)
-                        if aligned(outputs, 1) is None:
-                            done.append((part, outputs))
-                            continue
-                    except InferenceError:
-                        pass
-                    failed.append((part.index[0], exc))
-                    continue
-                left, right = split_rows(part, n // 2)
-                stack.append(right)
-                stack.append(left)  # popped first: rows keep their order
-                continue
-            done.append((part, outputs))
-        return done, failed

@@ -10,17 +10,29 @@ import pytest
 
 from stream_infer.config import ModelSettings
 from stream_infer.errors import InferenceError
+from stream_infer.inference.batch import infer_batch, infer_rows, split_rows
 from stream_infer.inference.codec import Decoder
 from stream_infer.inference.envelope import Encoder
-from stream_infer.inference.model import load_model
-from stream_infer.kafka.offsets import Batch
-from stream_infer.runtimes.pipeline import InferenceStage, split_rows
+from stream_infer.inference.model import Model, load_model
 
 
-def _stage(path: Path, warmup: bool = True) -> tuple[InferenceStage, Decoder]:
-    model = load_model(ModelSettings(path=str(path), warmup=warmup), warmup_rows=4)
-    enc = Encoder("m", "1", model.signature.outputs)
-    return InferenceStage(model, enc, deliveries=None), Decoder(model.signature)  # type: ignore[arg-type]
+class Stage:
+    """The model and encoder as a runtime holds them."""
+
+    def __init__(self, path: Path, warmup: bool = True) -> None:
+        self.model: Model = load_model(ModelSettings(path=str(path), warmup=warmup), warmup_rows=4)
+        self.encoder = Encoder("m", "1", self.model.signature.outputs)
+
+    def _infer(self, rows):
+        model = self.model
+        return infer_rows(
+            rows, lambda feeds, _n: model.predict(feeds), self.encoder.misaligned, model.batchable
+        )
+
+
+def _stage(path: Path, warmup: bool = True) -> tuple[Stage, Decoder]:
+    stage = Stage(path, warmup)
+    return stage, Decoder(stage.model.signature)
 
 
 def _idx(*values: int) -> list[bytes]:
@@ -45,13 +57,13 @@ def test_bad_rows_are_isolated_and_good_rows_keep_their_order(gather_model: Path
 def test_runs_needed_grow_with_bad_rows_not_batch_size(gather_model: Path) -> None:
     stage, dec = _stage(gather_model)
     calls = {"n": 0}
-    real = stage._model.predict
+    real = stage.model.predict
 
     def counting(feeds):
         calls["n"] += 1
         return real(feeds)
 
-    stage._model.predict = counting  # type: ignore[method-assign]
+    stage.model.predict = counting  # type: ignore[method-assign]
     values = [1] * 511 + [42]
     stage._infer(dec.decode(_idx(*values)).groups[0])
     assert calls["n"] <= 2 * 10 + 1  # a binary search, not 512 single runs
@@ -69,10 +81,10 @@ def test_fixed_batch_of_one_runs_every_row_alone(make_model) -> None:
 def test_a_broken_session_stops_the_worker_instead_of_dead_lettering(gather_model: Path) -> None:
     stage, dec = _stage(gather_model)
     # Make the known-good probe fail, as a lost GPU or corrupted session would.
-    stage._model._probe_feed = {"idx": np.array([[99]], dtype=np.int64)}
+    stage.model._probe_feed = {"idx": np.array([[99]], dtype=np.int64)}
     decoded = dec.decode(_idx(50, 60))
     with pytest.raises(InferenceError, match="known-good input as well"):
-        stage._process(Batch(1, []), decoded)
+        infer_batch(stage.model, stage.encoder, [], decoded)
 
 
 def test_split_rows_keeps_everything_aligned(linear_model: Path) -> None:
@@ -82,3 +94,21 @@ def test_split_rows_keeps_everything_aligned(linear_model: Path) -> None:
     assert (left.index, left.ids) == ([0, 1], [0, 1])
     assert (right.index, right.ids) == ([2, 3, 4], [2, 3, 4])
     assert right.feeds["x"][:, 0].tolist() == [2.0, 3.0, 4.0]
+
+
+def test_every_row_of_a_batch_ends_in_exactly_one_place(gather_model: Path) -> None:
+    from tests.records import Record
+
+    stage, dec = _stage(gather_model)
+    values = [orjson.dumps({"id": i, "features": [i % 10]}) for i in range(10)]
+    values[3] = b"not json"
+    values[5] = orjson.dumps({"id": 5, "features": [99]})  # fails inside onnxruntime
+    records = [Record(offset_=i, value_=v) for i, v in enumerate(values)]
+    outcome = infer_batch(stage.model, stage.encoder, records, dec.decode(values))
+    predicted = [i for index, _ in outcome.predictions for i in index]
+    assert [i for i, _ in outcome.rejects] == [3]
+    assert [i for i, _ in outcome.failures] == [5]
+    assert sorted(predicted) == [0, 1, 2, 4, 6, 7, 8, 9]
+    payloads = {i: p for index, ps in outcome.predictions for i, p in zip(index, ps, strict=True)}
+    assert orjson.loads(payloads[7])["outputs"]["value"] == [70.0]
+    assert orjson.loads(payloads[7])["source"]["offset"] == 7
