@@ -18,14 +18,17 @@ from stream_infer.inference.codec import Rows
 
 __all__ = [
     "REPLAY_COUNT_HEADER",
+    "STUB_BYTES",
     "Encoder",
     "Headers",
     "SourceRecord",
     "dead_letter_headers",
+    "dead_letter_stub",
     "error_class",
 ]
 
 _ERROR_MESSAGE_CAP = 1024
+STUB_BYTES = 1024  # key and value bytes a dead-letter stub keeps
 # Set by ``dlq replay`` on the events it sends back; the one ``dlq.*`` header a
 # dead letter inherits from its input, so the count survives a second failure.
 REPLAY_COUNT_HEADER = "dlq.replay.count"
@@ -139,6 +142,44 @@ def dead_letter_headers(
         "dlq.failed.at": str(now_ms()),
     }
     return kept + [(k, v.encode("utf-8")) for k, v in added.items()]
+
+
+def dead_letter_stub(
+    record: SourceRecord,
+    reason: str,
+    *,
+    group: str,
+    model_version: str,
+    worker: str,
+) -> tuple[bytes | str | None, bytes | str | None, Headers]:
+    """Key, value and headers of a stub, for a dead letter too large for its topic.
+
+    The stub keeps why and where (the ``dlq.*`` headers only, with
+    ``dlq.headers.dropped`` counting the original headers left out) and at most
+    ``STUB_BYTES`` of key and of value, so that it fits any sane topic; the
+    event itself stays readable at ``dlq.original.*`` for the input topic's
+    retention. ``reason`` says why the full dead letter was refused.
+    """
+    value, key = record.value(), record.key()
+    size = len(value) if value is not None else 0
+    dropped = len(record.headers() or [])
+    headers: Headers = [
+        (k, v)
+        for k, v in dead_letter_headers(
+            record, "produce", "ProduceError",
+            f"dead letter too large for the dead-letter topic ({reason}); "
+            f"value cut to its first {STUB_BYTES} of {size} bytes",
+            group=group, model_version=model_version, worker=worker,
+        )
+        if k.startswith("dlq.")
+    ]  # fmt: skip
+    headers += [("dlq.value.truncated", b"true"), ("dlq.value.size", str(size).encode())]
+    if dropped:
+        headers.append(("dlq.headers.dropped", str(dropped).encode()))
+    if key is not None and len(key) > STUB_BYTES:
+        headers.append(("dlq.key.size", str(len(key)).encode()))
+        key = key[:STUB_BYTES]
+    return key, (value[:STUB_BYTES] if value is not None else None), headers
 
 
 def error_class(exc: BaseException) -> str:

@@ -33,7 +33,13 @@ from typing import Any, Literal
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_infer.errors import ProduceError, Stage, kafka_error_text
-from stream_infer.inference.envelope import Headers, SourceRecord, dead_letter_headers, error_class
+from stream_infer.inference.envelope import (
+    Headers,
+    SourceRecord,
+    dead_letter_headers,
+    dead_letter_stub,
+    error_class,
+)
 from stream_infer.kafka.offsets import Batch
 from stream_infer.logging import SampledLog, get_logger, where
 
@@ -80,7 +86,6 @@ FENCED = {
 _TXN_STATE = FENCED | {KafkaError._STATE}
 _UNKNOWN_ATTEMPTS = 8  # an unrecognised error is retried this often, then the record is rejected
 _RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
-_STUB_VALUE_BYTES = 1024
 
 # What a pending record is: its fate on refusal depends on it.
 PREDICTION, DEAD_LETTER, STUB = 0, 1, 2
@@ -316,28 +321,11 @@ class Deliveries:
         stops. The event stays readable in its input topic (``dlq.original.*``
         say where) for as long as that topic retains it.
         """
-        rec = batch.records[i]
-        value, key = rec.value(), rec.key()
-        size = len(value) if value is not None else 0
-        dropped = len(rec.headers() or [])
-        headers: Headers = [
-            (k, v)
-            for k, v in dead_letter_headers(
-                rec, "produce", "ProduceError",
-                f"dead letter too large for the dead-letter topic ({kafka_error_text(err)}); "
-                f"value cut to its first {_STUB_VALUE_BYTES} of {size} bytes",
-                group=self._group, model_version=self._model_version, worker=self._worker,
-            )
-            if k.startswith("dlq.")
-        ]  # fmt: skip
-        headers += [("dlq.value.truncated", b"true"), ("dlq.value.size", str(size).encode())]
-        if dropped:
-            headers.append(("dlq.headers.dropped", str(dropped).encode()))
-        if key is not None and len(key) > _STUB_VALUE_BYTES:
-            headers.append(("dlq.key.size", str(len(key)).encode()))
-            key = key[:_STUB_VALUE_BYTES]
+        key, cut, headers = dead_letter_stub(
+            batch.records[i], kafka_error_text(err),
+            group=self._group, model_version=self._model_version, worker=self._worker,
+        )  # fmt: skip
         log.error("dead letter for %s is too large; sending a stub", _origin(batch, i))
-        cut = value[:_STUB_VALUE_BYTES] if value is not None else None
         batch.dead_letter_headers[i] = headers
         self._send((batch, i, STUB, self._dlq, cut, key, headers))
 
