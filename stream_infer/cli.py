@@ -99,7 +99,9 @@ def run(
     config: ConfigOpt = None,
     runtime: Annotated[
         Literal["native", "faust"],
-        typer.Option(help="native: the confluent-kafka loop; faust: a Faust agent (not yet)."),
+        typer.Option(
+            help="native: the confluent-kafka loop; faust: a Faust agent (faust-streaming)."
+        ),
     ] = "native",
 ) -> None:
     """Run one worker: consume, infer, produce predictions and dead letters, commit.
@@ -107,11 +109,15 @@ def run(
     Gives up with one line when Kafka does not answer within 60 s.
     """
     settings = _settings(config)
+    worker: Any
     if runtime == "faust":
-        _not_implemented("--runtime faust")
-    from stream_infer.runtimes.worker import Worker
+        from stream_infer.runtimes.faust import FaustWorker
 
-    worker = Worker(settings)
+        worker = FaustWorker(settings)
+    else:
+        from stream_infer.runtimes.worker import Worker
+
+        worker = Worker(settings)
     signals = {"count": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "BatchingSettings",
     "DlqSettings",
     "DriftSettings",
+    "FaustSettings",
     "HealthSettings",
     "KafkaSettings",
     "LoggingSettings",
@@ -316,6 +317,22 @@ class DlqSettings(_Section):
         return self.replay_group or f"{worker_group}.dlq-replay"
 
 
+class FaustSettings(_Section):
+    """What only ``run --runtime faust`` reads: Faust's own folders, web server and topics.
+
+    Faust creates its internal topics (leader, changelogs, repartitions) itself;
+    these say how. Its web server stays off unless given a port: the SPEC's
+    endpoints are served on ``metrics.port`` by either runtime.
+    """
+
+    data_dir: str = Field("", description="Faust's data folder; empty = a temporary one")
+    web_port: int | None = Field(None, ge=1, le=65535, description="null = Faust's web off")
+    web_host: str = Field("127.0.0.1", min_length=1)
+    topic_partitions: int = Field(8, ge=1, le=10_000, description="for Faust's own topics")
+    replication_factor: int = Field(1, ge=1, le=32, description="for Faust's own topics")
+    stream_buffer_maxsize: int = Field(4096, ge=1, le=1_000_000)
+
+
 class Settings(BaseSettings):
     """The whole configuration; see SPEC.md section 2 and the README."""
 
@@ -338,6 +355,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     dlq: DlqSettings = Field(default_factory=DlqSettings)  # type: ignore[arg-type]
+    faust: FaustSettings = Field(default_factory=FaustSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
