@@ -287,9 +287,31 @@ def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
         result.stderr.strip()
         == "stream-infer: error: model.path: file not found: /nonexistent/model.onnx"
     )
-    for args in (["bench"], ["run", "--runtime", "faust"]):
-        result = _cli(*args)
-        assert result.returncode == 2 and "not implemented yet" in result.stderr, args
+    result = _cli("bench")
+    assert result.returncode == 2 and "not implemented yet" in result.stderr
+    # A setting only the Faust runtime reads, or a librdkafka property it cannot translate.
+    for env, expected in (
+        (
+            {"STREAM_INFER_FAUST__WEB_PORT": "8000"},
+            "stream-infer: error: faust.web_port: 8000 is metrics.port too; give Faust's web "
+            "server a port of its own, or null to keep it off",
+        ),
+        (
+            {"STREAM_INFER_FAUST__DATADIR": "/tmp"},
+            "stream-infer: error: invalid configuration: faust.datadir: unknown key "
+            "[from STREAM_INFER_FAUST__DATADIR]",
+        ),
+        (
+            {"STREAM_INFER_KAFKA__CONSUMER": '{"fetch.wait.max.ms": 5}'},
+            "stream-infer: error: kafka.consumer.fetch.wait.max.ms: not supported by the Faust "
+            "runtime (it takes auto.offset.reset, group.protocol, heartbeat.interval.ms, "
+            "isolation.level, max.partition.fetch.bytes, max.poll.interval.ms, "
+            "metadata.max.age.ms, session.timeout.ms; other librdkafka properties only apply "
+            "to --runtime native)",
+        ),
+    ):
+        result = _cli("run", "--runtime", "faust", env=env)
+        assert (result.returncode, result.stderr.strip()) == (1, expected), result.stderr
     result = _cli("run", env={"STREAM_INFER_KAFKA__BOOTSTRAP_SERVER": "x:1"})
     assert result.returncode == 1
     assert result.stderr.strip() == (

@@ -39,7 +39,7 @@ from stream_infer.inference.model import Model, load_model
 from stream_infer.kafka.consumer import check_topics
 from stream_infer.logging import LOGGER_NAME, get_logger
 from stream_infer.ops.telemetry import Telemetry
-from stream_infer.runtimes.faust.options import make_app
+from stream_infer.runtimes.faust.options import app_settings, make_app
 from stream_infer.runtimes.faust.outbox import FaustBatch, Outbox
 from stream_infer.runtimes.faust.pipeline import FaustRecord, Pipeline
 
@@ -101,6 +101,8 @@ class FaustWorker:
     # -- start-up ------------------------------------------------------------------
 
     def run(self) -> None:
+        # A setting Faust cannot take stops us before any port, model or connection.
+        app_settings(self.settings, Path(self.settings.faust.data_dir or "."))
         self.telemetry.serve()
         try:
             self._start()
