@@ -106,10 +106,28 @@ def make_settings(kafka: str, make_topic: Callable[..., str]) -> Callable[..., S
     return make
 
 
+RUNTIMES = ("native", "faust")
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Each runtime in turn, for the tests both must pass (``running(..., runtime)``)."""
+    return str(request.param)
+
+
+def make_worker(settings: Settings, runtime: str = "native") -> Any:
+    """A ``Worker`` or a ``FaustWorker``: the same run/stop/ready/counts/telemetry."""
+    if runtime == "faust":
+        from stream_infer.runtimes.faust import FaustWorker
+
+        return FaustWorker(settings)
+    return Worker(settings)
+
+
 @contextmanager
-def running(settings: Settings, timeout: float = 60.0) -> Iterator[Worker]:
-    """A worker on a thread of this process; stopped (gracefully) on exit."""
-    worker = Worker(settings)
+def running(settings: Settings, timeout: float = 60.0, runtime: str = "native") -> Iterator[Any]:
+    """A worker (either runtime) on a thread of this process; stopped (gracefully) on exit."""
+    worker = make_worker(settings, runtime)
     errors: list[BaseException] = []
     worker.test_errors = errors  # type: ignore[attr-defined]  # read by wait_for
 
@@ -254,11 +272,14 @@ class Feeder(threading.Thread):
 
 
 @contextmanager
-def worker_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(
+    config: Path, log: Path, runtime: str = "native"
+) -> Iterator[subprocess.Popen[bytes]]:
     """``stream-infer run`` as its own process (for kill -9 and signals), logging to ``log``."""
     with open(log, "ab") as out:
+        command = [sys.executable, "-m", "stream_infer", "run", "--runtime", runtime]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_infer", "run", "--config", str(config)],
+            [*command, "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

@@ -1,4 +1,7 @@
-"""Poison events on the real broker: each one dead-lettered alone, byte for byte, with reasons."""
+"""Poison events on the real broker: each one dead-lettered alone, byte for byte, with reasons.
+
+Every test runs with both runtimes (native and Faust): the contract is the same.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,7 @@ import orjson
 
 from stream_infer.errors import ProduceError
 from stream_infer.ops.lag import group_lag
-from stream_infer.runtimes.worker import Worker
-from tests.integration.conftest import read, running, send
+from tests.integration.conftest import make_worker, read, running, send
 
 GOOD = [1.0, 2.0, 3.0, 4.0]
 
@@ -54,7 +56,7 @@ def _headers(rec: dict) -> dict:
 
 
 def test_every_poison_kind_is_dead_lettered_and_neighbours_predicted(
-    kafka, make_settings, linear_model: Path
+    kafka, make_settings, linear_model: Path, runtime: str
 ) -> None:
     settings = make_settings(
         linear_model, partitions=1, batching={"max_batch_size": 500, "max_wait_ms": 50}
@@ -78,7 +80,7 @@ def test_every_poison_kind_is_dead_lettered_and_neighbours_predicted(
     before = int(time.time() * 1000)
     send(kafka, topic, values, keys, headers=hdrs, partition=0)
 
-    with running(settings):
+    with running(settings, runtime=runtime):
         predictions = read(kafka, settings.topics.output, len(POISON) + 1)
         dead = read(kafka, settings.topics.dead_letter, len(POISON))
     after = int(time.time() * 1000)
@@ -126,7 +128,7 @@ def test_every_poison_kind_is_dead_lettered_and_neighbours_predicted(
 
 
 def test_inference_failures_dead_letter_only_the_bad_rows(
-    kafka, make_settings, gather_model: Path
+    kafka, make_settings, gather_model: Path, runtime: str
 ) -> None:
     settings = make_settings(
         gather_model, partitions=1, batching={"max_batch_size": 200, "max_wait_ms": 50}
@@ -140,7 +142,7 @@ def test_inference_failures_dead_letter_only_the_bad_rows(
         settings.topics.inputs[0],
         [orjson.dumps({"id": i, "features": [v]}) for i, v in enumerate(idx)],
     )
-    with running(settings):
+    with running(settings, runtime=runtime):
         predictions = read(kafka, settings.topics.output, 100 - len(bad))
         dead = read(kafka, settings.topics.dead_letter, len(bad))
     assert sorted(r["value"]["id"] for r in predictions) == [i for i in range(100) if i not in bad]
@@ -155,7 +157,7 @@ def test_inference_failures_dead_letter_only_the_bad_rows(
 
 
 def test_a_prediction_the_broker_refuses_is_dead_lettered_at_produce(
-    kafka, make_settings, make_topic, linear_model: Path
+    kafka, make_settings, make_topic, linear_model: Path, runtime: str
 ) -> None:
     output = make_topic("small-out", 1, config={"max.message.bytes": 10_000})
     settings = make_settings(
@@ -168,7 +170,7 @@ def test_a_prediction_the_broker_refuses_is_dead_lettered_at_produce(
     values = [orjson.dumps({"id": i, "features": GOOD}) for i in range(20)]
     values[7] = orjson.dumps({"id": huge_id, "features": GOOD})
     send(kafka, settings.topics.inputs[0], values)
-    with running(settings):
+    with running(settings, runtime=runtime):
         predictions = read(kafka, output, 19)
         dead = read(kafka, settings.topics.dead_letter, 1)
     assert sorted(r["value"]["id"] for r in predictions) == [i for i in range(20) if i != 7]
@@ -181,7 +183,7 @@ def test_a_prediction_the_broker_refuses_is_dead_lettered_at_produce(
 
 
 def test_a_dead_letter_too_large_for_its_topic_becomes_a_stub(
-    kafka, make_settings, make_topic, linear_model: Path
+    kafka, make_settings, make_topic, linear_model: Path, runtime: str
 ) -> None:
     dlq = make_topic("tiny-dlq", 1, config={"max.message.bytes": 4_000})
     settings = make_settings(linear_model, partitions=1, topics={"dead_letter": dlq})
@@ -189,7 +191,7 @@ def test_a_dead_letter_too_large_for_its_topic_becomes_a_stub(
     good = [orjson.dumps({"id": i, "features": GOOD}) for i in range(10)]
     poison = b"not json " + base64.b64encode(os.urandom(6_000))  # too large for the DLQ topic
     send(kafka, topic, [*good, poison, *good], keys=[b"k"] * 21)
-    with running(settings):
+    with running(settings, runtime=runtime):
         predictions = read(kafka, settings.topics.output, 20)
         dead = read(kafka, dlq, 1)
     assert len(predictions) == 20  # the partition moved on past the poison
@@ -205,7 +207,7 @@ def test_a_dead_letter_too_large_for_its_topic_becomes_a_stub(
 
 
 def test_an_undeliverable_dead_letter_stops_the_worker_and_commits_nothing_past_it(
-    kafka, make_settings, make_topic, linear_model: Path
+    kafka, make_settings, make_topic, linear_model: Path, runtime: str
 ) -> None:
     # A compacted dead-letter topic refuses records without a key: no stub can help.
     dlq = make_topic("compact-dlq", 1, config={"cleanup.policy": "compact"})
@@ -213,7 +215,7 @@ def test_an_undeliverable_dead_letter_stops_the_worker_and_commits_nothing_past_
     topic = settings.topics.inputs[0]
     good = [orjson.dumps({"id": i, "features": GOOD}) for i in range(10)]
     send(kafka, topic, [*good, b"not json", *good])  # no keys
-    worker = Worker(settings)
+    worker = make_worker(settings, runtime)
     outcome: list[BaseException] = []
     thread = threading.Thread(target=lambda: _capture(worker.run, outcome), daemon=True)
     thread.start()

@@ -1,4 +1,7 @@
-"""The worker against the real broker: predictions, keys, sources, commits, several inputs."""
+"""The worker against the real broker: predictions, keys, sources, commits, several inputs.
+
+Every test runs with both runtimes (native and Faust): the contract is the same.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from tests.integration.conftest import events, read, running, send
 
 
 def test_every_event_gets_one_prediction_equal_to_onnxruntime(
-    kafka, make_settings, demo_model: Path
+    kafka, make_settings, demo_model: Path, runtime: str
 ) -> None:
     from stream_infer.tools.demo import demo_dataset
 
@@ -28,7 +31,7 @@ def test_every_event_gets_one_prediction_equal_to_onnxruntime(
     ]
     send(kafka, topic, values, keys)
 
-    with running(settings):
+    with running(settings, runtime=runtime):
         got = read(kafka, settings.topics.output, n)
     assert len(got) == n
 
@@ -58,14 +61,14 @@ def test_every_event_gets_one_prediction_equal_to_onnxruntime(
 
 
 def test_several_input_topics_one_group(
-    kafka, make_settings, make_topic, linear_model: Path
+    kafka, make_settings, make_topic, linear_model: Path, runtime: str
 ) -> None:
     first, second = make_topic("in-a", 2), make_topic("in-b", 1)
     settings = make_settings(linear_model, inputs=[first, second])
     keys, values = events(50)
     send(kafka, first, values[:30], keys[:30])
     send(kafka, second, values[30:], keys[30:])
-    with running(settings):
+    with running(settings, runtime=runtime):
         got = read(kafka, settings.topics.output, 50)
     by_topic = {}
     for rec in got:
@@ -73,25 +76,27 @@ def test_several_input_topics_one_group(
     assert by_topic == {first: set(range(30)), second: set(range(30, 50))}
 
 
-def test_keys_and_nulls_survive(kafka, make_settings, linear_model: Path) -> None:
+def test_keys_and_nulls_survive(kafka, make_settings, linear_model: Path, runtime: str) -> None:
     settings = make_settings(linear_model, partitions=1)
     values = [
         orjson.dumps({"features": [1, 2, 3, 4]}),
         orjson.dumps({"id": "x", "features": [0, 0, 0, 0]}),
     ]
     send(kafka, settings.topics.inputs[0], values, keys=[None, b"\x00\xffbinary"])
-    with running(settings):
+    with running(settings, runtime=runtime):
         got = read(kafka, settings.topics.output, 2)
     by_offset = {r["value"]["source"]["offset"]: r for r in got}
     assert by_offset[0]["key"] is None and by_offset[0]["value"]["id"] is None
     assert by_offset[1]["key"] == {"base64": "AP9iaW5hcnk="} and by_offset[1]["value"]["id"] == "x"
 
 
-def test_offsets_are_committed_while_running(kafka, make_settings, linear_model: Path) -> None:
+def test_offsets_are_committed_while_running(
+    kafka, make_settings, linear_model: Path, runtime: str
+) -> None:
     settings = make_settings(linear_model, partitions=2)
     keys, values = events(200)
     send(kafka, settings.topics.inputs[0], values, keys)
-    with running(settings):
+    with running(settings, runtime=runtime):
         read(kafka, settings.topics.output, 200)
         probe = Consumer({"bootstrap.servers": kafka, "group.id": settings.kafka.group_id})
         try:

@@ -75,9 +75,16 @@ def kafka_error(exc: BaseException) -> KafkaError | None:
         return KafkaError(KafkaError._MSG_TIMED_OUT, f"{type(cause).__name__}: {cause}")
     if isinstance(cause, aioerrors.KafkaConnectionError | aioerrors.NoBrokersAvailable):
         return KafkaError(KafkaError._TRANSPORT, f"{type(cause).__name__}: {cause}")
+    if isinstance(cause, aioerrors.UnknownError):
+        # aiokafka answers UnknownError for every code it has no class for (87,
+        # INVALID_RECORD, among them) and drops the code: not known to be transient,
+        # so it gets the few retries of an unrecognised error, then counts as a refusal.
+        return KafkaError(
+            KafkaError._FAIL, "the broker refused the record with an error aiokafka does not name"
+        )
     if isinstance(cause, aioerrors.KafkaError):
         errno = getattr(cause, "errno", None)
-        code = errno if isinstance(errno, int) and errno > 0 else KafkaError.UNKNOWN
+        code = errno if isinstance(errno, int) and errno > 0 else KafkaError._FAIL
         return KafkaError(code, str(cause), retriable=bool(cause.retriable))
     return None
 
