@@ -49,7 +49,7 @@ def _assert_every_input_has_an_output(kafka: str, settings, n: int) -> int:
 
 
 def test_kill_9_of_one_of_two_workers_loses_nothing(
-    kafka, make_settings, linear_model: Path, tmp_path: Path
+    kafka, make_settings, linear_model: Path, tmp_path: Path, runtime: str
 ) -> None:
     settings = make_settings(linear_model, partitions=6)
     config = write_config(settings, tmp_path / "worker.yaml")
@@ -57,7 +57,10 @@ def test_kill_9_of_one_of_two_workers_loses_nothing(
     keys, values = events(n)
     feeder = Feeder(kafka, settings.topics.inputs[0], values, keys, rate=1500)
     log_a, log_b, log_a2 = tmp_path / "a.log", tmp_path / "b.log", tmp_path / "a2.log"
-    with worker_process(config, log_a) as a, worker_process(config, log_b) as b:
+    with (
+        worker_process(config, log_a, runtime) as a,
+        worker_process(config, log_b, runtime) as b,
+    ):
         wait_for_log(log_a, "assigned")
         wait_for_log(log_b, "assigned")
         feeder.start()
@@ -74,14 +77,14 @@ def test_kill_9_of_one_of_two_workers_loses_nothing(
             60,
             "B taking over",
         )
-        with worker_process(config, log_a2):
+        with worker_process(config, log_a2, runtime):
             wait_for_log(log_a2, "assigned")
             feeder.join(120)
             assert feeder.error is None, feeder.error
             duplicates = _assert_every_input_has_an_output(kafka, settings, n)
         b.send_signal(signal.SIGTERM)
         assert b.wait(30) == 0
-    print(f"kill -9: {n} inputs, {duplicates} duplicate predictions")
+    print(f"kill -9 ({runtime}): {n} inputs, {duplicates} duplicate predictions")
 
 
 @pytest.fixture
@@ -141,13 +144,13 @@ def test_broker_stop_and_start_mid_stream_loses_nothing(
 
 
 def test_sigterm_finishes_commits_and_leaves_within_30s(
-    kafka, make_settings, linear_model: Path, tmp_path: Path
+    kafka, make_settings, linear_model: Path, tmp_path: Path, runtime: str
 ) -> None:
     # Periodic commits effectively off: only the shutdown commit can bring lag to zero.
     settings = make_settings(linear_model, partitions=3, processing={"commit_interval_ms": 600_000})
     log = tmp_path / "w.log"
     keys, values = events(3_000)
-    with worker_process(write_config(settings, tmp_path / "w.yaml"), log) as proc:
+    with worker_process(write_config(settings, tmp_path / "w.yaml"), log, runtime) as proc:
         wait_for_log(log, "assigned")
         send(kafka, settings.topics.inputs[0], values, keys)
         wait_for(lambda: topic_size(kafka, settings.topics.output) >= 3_000, 60, "all predictions")
