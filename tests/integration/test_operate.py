@@ -72,14 +72,14 @@ def process_config(settings: Settings, path: Path, port: int, worker_id: str | N
 
 
 def test_every_spec_metric_has_sensible_values_after_a_run(
-    kafka, make_settings, linear_model: Path
+    kafka, make_settings, linear_model: Path, runtime: str
 ) -> None:
     settings = make_settings(linear_model, partitions=3)
     topic = settings.topics.inputs[0]
     n, poison = 600, 4
     keys, values = events(n)
     send(kafka, topic, values + [b"not json"] * poison, keys + [b"bad"] * poison)
-    with running(settings) as worker:
+    with running(settings, runtime=runtime) as worker:
         port = worker.telemetry.port
         assert port
         read(kafka, settings.topics.output, n)
@@ -95,6 +95,7 @@ def test_every_spec_metric_has_sensible_values_after_a_run(
         )
         got = scrape(port)
         provider = worker.model.provider if worker.model else "?"
+        assert status(port, "/readyz")[0] == 200 and status(port, "/healthz")[0] == 200
     group = (("group", settings.kafka.group_id),)
     assert got[("stream_infer_consumed_messages_total", (("topic", topic),))] == n + poison
     assert got[("stream_infer_predictions_total", ())] == n
