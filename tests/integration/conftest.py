@@ -161,8 +161,11 @@ def send(
     keys: list[bytes | None] | None = None,
     headers: list[Any] | None = None,
     partition: int | None = None,
+    compression: str = "none",
 ) -> None:
-    producer = Producer({"bootstrap.servers": kafka, "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": kafka, "linger.ms": 5, "compression.type": compression}
+    )
     failures: list[Any] = []
     for i, value in enumerate(values):
         kwargs: dict[str, Any] = {

@@ -76,6 +76,18 @@ def test_several_input_topics_one_group(
     assert by_topic == {first: set(range(30)), second: set(range(30, 50))}
 
 
+def test_compressed_inputs_are_read(kafka, make_settings, linear_model: Path, runtime: str) -> None:
+    # The native producer writes lz4 by default: every runtime must read what it writes.
+    settings = make_settings(linear_model, partitions=1)
+    codecs = ("gzip", "snappy", "lz4", "zstd")
+    for n, codec in enumerate(codecs):
+        keys, values = events(50, start=50 * n)
+        send(kafka, settings.topics.inputs[0], values, keys, compression=codec)
+    with running(settings, runtime=runtime):
+        got = read(kafka, settings.topics.output, 50 * len(codecs))
+    assert sorted(r["value"]["id"] for r in got) == list(range(50 * len(codecs)))
+
+
 def test_keys_and_nulls_survive(kafka, make_settings, linear_model: Path, runtime: str) -> None:
     settings = make_settings(linear_model, partitions=1)
     values = [

@@ -66,9 +66,12 @@ class _Runner(faust.Worker):
 class FaustWorker:
     """One consumer-group member in a Faust app. ``run()`` blocks until stopped or failed."""
 
-    def __init__(self, settings: Settings, model: Model | None = None) -> None:
+    def __init__(
+        self, settings: Settings, model: Model | None = None, inline: bool = False
+    ) -> None:
         self.settings = settings
         self.model = model
+        self._inline = inline  # inference on the event loop itself: for measurements only
         self.telemetry = Telemetry(settings)
         self.ready = threading.Event()
         self.failure: BaseException | None = None
@@ -141,6 +144,7 @@ class FaustWorker:
         self.pipeline = Pipeline(
             s,
             model,
+            inline=self._inline,
             on_call=tel.inference_call,
             on_result=tel.inference_result,
             on_predicted=drift.observe if drift is not None else None,
@@ -306,12 +310,18 @@ class FaustWorker:
     # -- stopping ------------------------------------------------------------------
 
     def _fail(self, exc: BaseException) -> None:
-        if self.failure is None:
+        """Remember the first failure and stop; ``run()`` raises it, as one line."""
+        if self.failure is not None:
+            return
+        if isinstance(exc, StreamInferError):
             self.failure = exc
-            if not isinstance(exc, StreamInferError):
-                log.exception("faust runtime failed", exc_info=exc)
-            else:
-                log.error("%s", exc)
+        else:  # Faust's or aiokafka's own: a crash of one of Faust's services
+            text = str(exc) or type(exc).__name__
+            self.failure = StreamInferError(f"the Faust app stopped: {text}")
+            self.failure.__cause__ = exc
+        log.error("%s", self.failure)
+        loop = self._loop
+        if loop is not None and loop.is_running():
             self._begin_stop()
 
     def _begin_stop(self) -> None:
