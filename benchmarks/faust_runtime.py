@@ -177,21 +177,10 @@ def main() -> None:
         _fill(bootstrap, topic, args.events)
         for rnd in range(args.rounds):
             for kind in args.only:
+                command = [sys.executable, __file__, "--contender", kind]
+                command += ["--bootstrap", bootstrap, "--topic", topic, "--model", str(model)]
                 out = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--contender",
-                        kind,
-                        "--bootstrap",
-                        bootstrap,
-                        "--topic",
-                        topic,
-                        "--model",
-                        str(model),
-                        "--events",
-                        str(args.events),
-                    ],  # fmt: skip
+                    [*command, "--events", str(args.events)],
                     capture_output=True,
                     text=True,
                     check=True,
