@@ -166,7 +166,23 @@ class FaustWorker:
         app.timer(1.0)(self._tick)
         app.on_partitions_assigned.connect(self._assigned)
         app.on_partitions_revoked.connect(self._revoked)
-        self.outbox = Outbox(app.producer, s, self.pipeline, tel.metrics.dead_letters)
+        transactional_id = None
+        if s.processing.exactly_once:
+            # Faust runs one transactional producer per input partition; an output goes
+            # into the transaction of its input's partition, whose offsets Faust commits.
+            group_id = app.conf.id
+
+            def transactional_id(record: FaustRecord) -> str | None:
+                group = app.assignor.group_for_topic(record.topic())
+                return f"{group_id}-{group}-{record.partition()}"
+
+        self.outbox = Outbox(
+            app.producer,
+            s,
+            self.pipeline,
+            tel.metrics.dead_letters,
+            transactional_id or (lambda record: None),
+        )
         metrics = tel.metrics
         inputs = set(s.topics.inputs)
         metrics.predictions = lambda: self.acked_predictions
