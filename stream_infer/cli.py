@@ -113,7 +113,7 @@ def run(
     if runtime == "faust":
         from stream_infer.runtimes.faust import FaustWorker
 
-        worker = FaustWorker(settings)
+        worker = FaustWorker(settings, exit_on_overrun=True)
     else:
         from stream_infer.runtimes.worker import Worker
 

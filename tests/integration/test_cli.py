@@ -297,6 +297,13 @@ def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
             "server a port of its own, or null to keep it off",
         ),
         (
+            {"STREAM_INFER_PROCESSING__GUARANTEE": "exactly_once"},
+            "stream-infer: error: processing.guarantee: exactly_once is not available with "
+            "--runtime faust (Faust's transactions let duplicates and losses through the "
+            "exactly-once fault tests; see the README, 'Runtimes: native or Faust'): use "
+            "--runtime native for exactly once",
+        ),
+        (
             {"STREAM_INFER_FAUST__DATADIR": "/tmp"},
             "stream-infer: error: invalid configuration: faust.datadir: unknown key "
             "[from STREAM_INFER_FAUST__DATADIR]",

@@ -72,7 +72,7 @@ def assert_exactly_once(
 
 
 def test_two_workers_one_killed_twice_exactly_once(
-    kafka, make_settings, linear_model: Path, tmp_path: Path, runtime: str
+    kafka, make_settings, linear_model: Path, tmp_path: Path
 ) -> None:
     settings = make_settings(linear_model, partitions=6, processing=EOS)
     n = 15_000
@@ -80,11 +80,11 @@ def test_two_workers_one_killed_twice_exactly_once(
     feeder = Feeder(kafka, settings.topics.inputs[0], values, keys, rate=2000)
     cfg_a = process_config(settings, tmp_path / "a.yaml", free_port(), unique("a"))
     cfg_b = process_config(settings, tmp_path / "b.yaml", free_port(), unique("b"))
-    with worker_process(cfg_b, tmp_path / "b.log", runtime) as b:
+    with worker_process(cfg_b, tmp_path / "b.log") as b:
         wait_for_log(tmp_path / "b.log", "assigned")
         for crash in range(3):
             log_a = tmp_path / f"a{crash}.log"
-            with worker_process(cfg_a, log_a, runtime) as a:
+            with worker_process(cfg_a, log_a) as a:
                 wait_for_log(log_a, "assigned")
                 if crash == 0:
                     feeder.start()
@@ -111,7 +111,7 @@ def test_two_workers_one_killed_twice_exactly_once(
     assert sum(p.lag for p in lag) == 0, lag
 
 
-def test_broker_crash_mid_stream_exactly_once(make_model, tmp_path: Path, runtime: str) -> None:
+def test_broker_crash_mid_stream_exactly_once(make_model, tmp_path: Path) -> None:
     from stream_infer.tools.topics import TopicDecl, apply_topics
 
     port, data = free_port(), tmp_path / "broker"
@@ -138,7 +138,7 @@ def test_broker_crash_mid_stream_exactly_once(make_model, tmp_path: Path, runtim
         n = 6_000
         keys, values = events(n)
         feeder = Feeder(bootstrap, "in-eos", values, keys, rate=600)
-        with running(settings, runtime=runtime) as worker:
+        with running(settings) as worker:
             feeder.start()
             wait_for(lambda: worker.counts()[0] >= 1_500, 60, "predictions before the crash")
             stop_broker(data, kill=True)  # a crash: see test_faults for why not SIGTERM
@@ -155,7 +155,7 @@ def test_broker_crash_mid_stream_exactly_once(make_model, tmp_path: Path, runtim
 
 
 def test_a_frozen_zombie_commits_no_duplicate(
-    kafka, make_settings, linear_model: Path, tmp_path: Path, runtime: str
+    kafka, make_settings, linear_model: Path, tmp_path: Path
 ) -> None:
     # Frozen past its session (6 s) and its transaction timeout (10 s): its partitions move
     # to B, which redoes the uncommitted work; when A thaws, everything it had in hand must
@@ -167,7 +167,7 @@ def test_a_frozen_zombie_commits_no_duplicate(
     cfg_a = process_config(settings, tmp_path / "a.yaml", free_port(), unique("a"))
     cfg_b = process_config(settings, tmp_path / "b.yaml", free_port(), unique("b"))
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    with worker_process(cfg_a, log_a, runtime) as a, worker_process(cfg_b, log_b, runtime) as b:
+    with worker_process(cfg_a, log_a) as a, worker_process(cfg_b, log_b) as b:
         wait_for_log(log_a, "assigned")
         wait_for_log(log_b, "assigned")
         feeder.start()
@@ -191,7 +191,7 @@ def test_a_frozen_zombie_commits_no_duplicate(
 
 
 def test_an_abortable_error_loses_nothing_and_doubles_nothing(
-    kafka, make_settings, make_topic, linear_model: Path, runtime: str
+    kafka, make_settings, make_topic, linear_model: Path
 ) -> None:
     # The broker refuses one prediction for good (larger than the output topic takes):
     # inside a transaction that is an abortable error for the whole transaction. It is
@@ -212,9 +212,9 @@ def test_an_abortable_error_loses_nothing_and_doubles_nothing(
     huge_id = base64.b64encode(os.urandom(30_000)).decode()
     values[big] = orjson.dumps({"id": huge_id, "features": _features(big)})
     send(kafka, settings.topics.inputs[0], values, keys)
-    with running(settings, runtime=runtime) as worker:
+    with running(settings) as worker:
         wait_for(lambda: sum(worker.counts()) >= n, 60, "every event", worker)
-        aborts = worker._committer.aborts if runtime == "native" else 1  # type: ignore[attr-defined]
+        aborts = worker._committer.aborts  # type: ignore[attr-defined]
     assert aborts >= 1
     outputs = read(kafka, settings.topics.output, n - 1)
     letters = read(kafka, settings.topics.dead_letter, 1)
@@ -227,7 +227,7 @@ def test_an_abortable_error_loses_nothing_and_doubles_nothing(
 
 
 def test_a_worker_joining_mid_transaction_doubles_nothing(
-    kafka, make_settings, linear_model: Path, runtime: str
+    kafka, make_settings, linear_model: Path
 ) -> None:
     settings = make_settings(linear_model, partitions=6, processing=EOS)
     n = 6_000
@@ -241,20 +241,20 @@ def test_a_worker_joining_mid_transaction_doubles_nothing(
         )
         for name in (unique("first"), unique("second"))
     )
-    with running(first_settings, runtime=runtime) as first:
+    with running(first_settings) as first:
         feeder.start()
         wait_for(lambda: first.counts()[0] >= 1_000, 60, "first worker predicting", first)
-        with running(second_settings, runtime=runtime) as second:
+        with running(second_settings) as second:
             wait_for(lambda: second.counts()[0] >= 500, 60, "second worker predicting", second)
             feeder.join(60)
             assert feeder.error is None
             wait_for(lambda: first.counts()[0] + second.counts()[0] >= n, 60, "all predictions")
-        assert runtime == "faust" or first.stats.revoked > 0
+        assert first.stats.revoked > 0
     assert_exactly_once(kafka, settings, n, linear_model)
 
 
 def test_poison_and_inference_failures_are_dead_lettered_inside_the_transaction(
-    kafka, make_settings, gather_model: Path, runtime: str
+    kafka, make_settings, gather_model: Path
 ) -> None:
     settings = make_settings(gather_model, partitions=1, processing=EOS)
     values: list[Any] = []
@@ -269,7 +269,7 @@ def test_poison_and_inference_failures_are_dead_lettered_inside_the_transaction(
         else:
             values.append(orjson.dumps({"id": i, "features": [i % 10]}))
     send(kafka, settings.topics.inputs[0], values)
-    with running(settings, runtime=runtime) as worker:
+    with running(settings) as worker:
         wait_for(lambda: sum(worker.counts()) >= 300, 60, "every event", worker)
     outputs = read(kafka, settings.topics.output, 300 - len(bad))
     letters = read(kafka, settings.topics.dead_letter, len(bad))

@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.threads import WorkerThread
 
 from stream_infer.config import Settings
 from stream_infer.errors import ConfigError
@@ -178,6 +179,12 @@ def app_settings(settings: Settings, data_dir: Path) -> dict[str, Any]:
             f"kafka.common.{extra_common[0]}: not supported by the Faust runtime (it takes "
             f"{', '.join(sorted(_SECURITY | {'client.id'}))})"
         )
+    if s.processing.exactly_once:
+        raise ConfigError(
+            "processing.guarantee: exactly_once is not available with --runtime faust (Faust's "
+            "transactions let duplicates and losses through the exactly-once fault tests; see "
+            "the README, 'Runtimes: native or Faust'): use --runtime native for exactly once"
+        )
     if f.web_port is not None and f.web_port == s.metrics.port:
         raise ConfigError(
             f"faust.web_port: {f.web_port} is metrics.port too; give Faust's web server a port "
@@ -189,7 +196,7 @@ def app_settings(settings: Settings, data_dir: Path) -> dict[str, Any]:
         "broker_client_id": str(common.get("client.id", f"stream-infer-{s.processing.worker_id}")),
         "broker_credentials": _credentials(common),
         "datadir": str(data_dir),
-        "processing_guarantee": s.processing.guarantee,
+        "processing_guarantee": "at_least_once",
         "broker_commit_interval": max(s.processing.commit_every_s, 0.01),
         "consumer_auto_offset_reset": "earliest",
         "consumer_group_instance_id": s.processing.static_id,
@@ -215,6 +222,15 @@ def app_settings(settings: Settings, data_dir: Path) -> dict[str, Any]:
     return options
 
 
+class _DaemonThread(WorkerThread):
+    """The consumer's thread, as a daemon: an aiokafka client that cannot reach the broker
+    to leave its group must not hold the process past its shutdown deadline."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
 class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust reads ``read_uncommitted`` unless it runs exactly once; we read committed data.
 
@@ -224,6 +240,7 @@ class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     isolation_level = "read_committed"
     logger = logging.getLogger("faust.transport")
+    Worker = _DaemonThread
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +97,6 @@ class Outbox:
         settings: Settings,
         pipeline: Pipeline,
         stage_counts: dict[str, int],
-        transactional_id: Callable[[FaustRecord], str | None] = lambda record: None,
     ) -> None:
         self._producer = producer
         self._settings = settings
@@ -106,7 +104,6 @@ class Outbox:
         self._output = settings.topics.output
         self._dlq = settings.topics.dead_letter
         self.stage_counts = stage_counts
-        self._transactional_id = transactional_id
 
     async def send(self, batch: FaustBatch) -> None:
         """Hand every result of the batch to the producer (returns before delivery)."""
@@ -129,9 +126,8 @@ class Outbox:
         _, topic, key, value, headers = batch.items[i]
         try:
             fut: asyncio.Future[Any] = await self._producer.send(
-                topic, key, value, None, None, headers,
-                transactional_id=self._transactional_id(batch.records[i]),
-            )  # fmt: skip
+                topic, key, value, None, None, headers
+            )
         except Exception as exc:  # refused before sending (e.g. larger than max_request_size)
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(exc)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import threading
 import time
@@ -48,6 +49,7 @@ __all__ = ["FaustWorker"]
 log = get_logger("faust")
 
 _LEAVE_S = 3.0  # of the shutdown budget, kept for the final commit and the group leave
+_OVERRUN_S = 5.0
 
 
 class _Runner(faust.Worker):
@@ -67,11 +69,18 @@ class FaustWorker:
     """One consumer-group member in a Faust app. ``run()`` blocks until stopped or failed."""
 
     def __init__(
-        self, settings: Settings, model: Model | None = None, inline: bool = False
+        self,
+        settings: Settings,
+        model: Model | None = None,
+        inline: bool = False,
+        exit_on_overrun: bool = False,
     ) -> None:
         self.settings = settings
         self.model = model
         self._inline = inline  # inference on the event loop itself: for measurements only
+        # The CLI's process ends itself if Faust overruns the shutdown deadline by 5 s
+        # (a client that cannot reach the broker can hold a service's stop for good).
+        self._exit_on_overrun = exit_on_overrun
         self.telemetry = Telemetry(settings)
         self.ready = threading.Event()
         self.failure: BaseException | None = None
@@ -166,23 +175,7 @@ class FaustWorker:
         app.timer(1.0)(self._tick)
         app.on_partitions_assigned.connect(self._assigned)
         app.on_partitions_revoked.connect(self._revoked)
-        transactional_id = None
-        if s.processing.exactly_once:
-            # Faust runs one transactional producer per input partition; an output goes
-            # into the transaction of its input's partition, whose offsets Faust commits.
-            group_id = app.conf.id
-
-            def transactional_id(record: FaustRecord) -> str | None:
-                group = app.assignor.group_for_topic(record.topic())
-                return f"{group_id}-{group}-{record.partition()}"
-
-        self.outbox = Outbox(
-            app.producer,
-            s,
-            self.pipeline,
-            tel.metrics.dead_letters,
-            transactional_id or (lambda record: None),
-        )
+        self.outbox = Outbox(app.producer, s, self.pipeline, tel.metrics.dead_letters)
         metrics = tel.metrics
         inputs = set(s.topics.inputs)
         metrics.predictions = lambda: self.acked_predictions
@@ -348,6 +341,19 @@ class FaustWorker:
         self._stopping = True
         self.telemetry.health.stopping = True
         self._stopped = asyncio.ensure_future(self._graceful())
+        if self._exit_on_overrun:
+            left = max(0.0, self._stop_deadline - time.monotonic())
+            timer = threading.Timer(left + _OVERRUN_S, self._overrun)
+            timer.daemon = True
+            timer.start()
+
+    def _overrun(self) -> None:
+        log.error(
+            "Faust did not stop within processing.shutdown_timeout_s + %.0fs; exiting now "
+            "(what is not committed is redone by the next owner)", _OVERRUN_S,
+        )  # fmt: skip
+        logging.shutdown()
+        os._exit(1)
 
     async def _graceful(self) -> None:
         """Finish the batches in hand (clean stop only), commit, leave: before the deadline."""
