@@ -235,16 +235,16 @@ def test_slow_inference_never_costs_group_membership(kafka, make_settings, make_
 
 
 def test_a_second_worker_takes_partitions_over_without_loss(
-    kafka, make_settings, linear_model: Path
+    kafka, make_settings, linear_model: Path, runtime: str
 ) -> None:
     settings = make_settings(linear_model, partitions=6)
     n = 6_000
     keys, values = events(n)
     feeder = Feeder(kafka, settings.topics.inputs[0], values, keys, rate=1000)
-    with running(settings) as first:
+    with running(settings, runtime=runtime) as first:
         feeder.start()
         wait_for(lambda: first.counts()[0] >= 1_000, 60, "first worker predicting")
-        with running(settings) as second:
+        with running(settings, runtime=runtime) as second:
             wait_for(lambda: second.counts()[0] >= 500, 60, "second worker predicting")
             feeder.join(60)
             assert feeder.error is None

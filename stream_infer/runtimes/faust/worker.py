@@ -13,15 +13,14 @@ acknowledged ahead of an earlier one could be committed past it.
 
 Faust commits acknowledged offsets every ``processing.commit_interval_ms``, on
 rebalances (after waiting for every event taken to be acknowledged) and when it
-stops. A graceful stop (``stop()``: SIGTERM) takes no new batch, lets the
-batches in hand be delivered and acknowledged, commits and leaves the group, all
-within ``processing.shutdown_timeout_s``.
+stops. A graceful stop (``stop()``: SIGTERM) fetches nothing more, lets the
+events already taken be processed, delivered and acknowledged, commits and
+leaves the group, all within ``processing.shutdown_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -43,12 +42,12 @@ from stream_infer.ops.telemetry import Telemetry
 from stream_infer.runtimes.faust.options import app_settings, make_app
 from stream_infer.runtimes.faust.outbox import FaustBatch, Outbox
 from stream_infer.runtimes.faust.pipeline import FaustRecord, Pipeline
+from stream_infer.runtimes.worker import WorkerStats
 
 __all__ = ["FaustWorker"]
 
 log = get_logger("faust")
 
-_LEAVE_S = 3.0  # of the shutdown budget, kept for the final commit and the group leave
 _OVERRUN_S = 5.0
 
 
@@ -86,7 +85,7 @@ class FaustWorker:
         self.failure: BaseException | None = None
         self.acked_predictions = 0
         self.acked_dead_letters = 0
-        self.rebalances = {"assigned": 0, "revoked": 0}
+        self.stats = WorkerStats()  # the native worker's counters, where they apply
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: _Runner | None = None
         self._stopping = False
@@ -181,7 +180,9 @@ class FaustWorker:
         metrics.predictions = lambda: self.acked_predictions
         metrics.assigned = lambda: sum(1 for tp in app.consumer.assignment() if tp.topic in inputs)
         metrics.in_flight = lambda: len(self._inflight)
-        metrics.rebalances = lambda: dict(self.rebalances)
+        metrics.rebalances = lambda: {
+            "assigned": self.stats.assigned, "revoked": self.stats.revoked, "lost": 0
+        }  # fmt: skip
         tel.health.oldest_unacked = self._oldest_unacked
         tel.watch()
         log.info(
@@ -198,6 +199,8 @@ class FaustWorker:
     def _route_library_logs(self) -> None:
         """Faust's, mode's and aiokafka's warnings through our handler; their chatter off."""
         ours = logging.getLogger(LOGGER_NAME)
+        if not ours.handlers:
+            return  # logging is not configured (a library caller, a test): leave theirs alone
         level = logging.DEBUG if self.settings.logging.level == "DEBUG" else logging.WARNING
         for name in ("faust", "mode", "aiokafka"):
             lib = logging.getLogger(name)
@@ -234,8 +237,8 @@ class FaustWorker:
         b = self.settings.batching
         async for events in stream.noack_take(b.max_batch_size, within=b.max_wait_ms / 1000.0):
             self.telemetry.health.turned()
-            if self._stopping or self.failure is not None:
-                continue  # not acknowledged, so never committed: the next owner redoes them
+            if self.failure is not None:
+                continue  # never acknowledged past a failure: the next owner redoes them
             try:
                 await self._handle(stream, events)
             except Exception as exc:
@@ -252,6 +255,7 @@ class FaustWorker:
             else Counter(e.message.topic for e in events),
             len(events),
         )
+        self.stats.batches += 1
         batch = FaustBatch(events, [FaustRecord(e.message) for e in events], born=now)
         batch.results = await self.pipeline.process(batch.records)
         await self.outbox.send(batch)
@@ -262,6 +266,7 @@ class FaustWorker:
         inflight, bound = self._inflight, self.settings.processing.max_in_flight_batches
         while inflight and inflight[0][1].done():
             inflight.popleft()
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, len(inflight))
         while len(inflight) > bound and self.failure is None:  # backpressure
             await asyncio.wait([inflight[0][1]])
             inflight.popleft()
@@ -303,7 +308,7 @@ class FaustWorker:
 
     def _assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         mine = self._input_partitions(args[0])
-        self.rebalances["assigned"] += len(mine)
+        self.stats.assigned += len(mine)
         log.info(
             "assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in mine) or "nothing"
         )
@@ -312,7 +317,7 @@ class FaustWorker:
 
     def _revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         mine = self._input_partitions(args[0])
-        self.rebalances["revoked"] += len(mine)
+        self.stats.revoked += len(mine)
         if mine:
             log.info("revoked %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in mine))
 
@@ -356,29 +361,27 @@ class FaustWorker:
         os._exit(1)
 
     async def _graceful(self) -> None:
-        """Finish the batches in hand (clean stop only), commit, leave: before the deadline."""
+        """Finish what was taken (clean stop only), commit, leave: before the deadline.
+
+        Faust's own stop does the work: it stops fetching, drops what its queues
+        hold (never acknowledged, so redone by the next owner), waits until every
+        event already taken is acknowledged (the agent goes on processing), commits
+        and leaves the group. After a failure nothing more may be acknowledged, so
+        it is told not to wait: it commits what was acknowledged before the failure.
+        """
         started = time.monotonic()
-        deadline = self._stop_deadline
         log.info("stopping%s", f" after error: {self.failure}" if self.failure else "")
-        tasks = [task for _, task in self._inflight if not task.done()]
-        if tasks:
-            wait = deadline - time.monotonic() - _LEAVE_S
-            if self.failure is not None:
-                wait = min(wait, 1.0)  # deliveries already on their way still earn commits
-            _, late = await asyncio.wait(tasks, timeout=max(0.0, wait))
-            if late:
-                log.warning(
-                    "%d batches not delivered in time; their events stay uncommitted", len(late)
-                )
         runner = self._runner
         assert runner is not None
-        app = runner.app
-        with contextlib.suppress(Exception):
-            left = deadline - time.monotonic() - 1.0
-            await asyncio.wait_for(app.consumer.commit(), timeout=max(0.1, left))
+        if self.failure is not None:
+            runner.app.conf.stream_wait_empty = False
         try:
-            await asyncio.wait_for(runner.stop(), timeout=max(0.5, deadline - time.monotonic()))
+            left = self._stop_deadline - time.monotonic()
+            await asyncio.wait_for(runner.stop(), timeout=max(0.5, left))
         except TimeoutError:
-            log.warning("Faust did not stop in time; the group will time us out")
+            log.warning(
+                "Faust did not stop within processing.shutdown_timeout_s; what is not "
+                "committed is redone by the next owner"
+            )
         self.pipeline.dead_letter_log.flush()
         log.info("stopped in %.1fs", time.monotonic() - started)
