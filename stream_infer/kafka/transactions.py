@@ -44,9 +44,10 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from stream_infer.errors import ProduceError, kafka_error_text
 from stream_infer.kafka.consumer import InputConsumer
+from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch, OffsetTracker
 from stream_infer.kafka.offsets import TopicPartition as TP
-from stream_infer.kafka.producer import FENCED, Deliveries, OutputProducer
+from stream_infer.kafka.producer import FENCED, OutputProducer
 from stream_infer.logging import get_logger
 
 __all__ = ["TransactionCommitter", "transactional_id"]

@@ -22,8 +22,8 @@ from stream_infer.inference.batch import infer_batch
 from stream_infer.inference.codec import Decoded
 from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model
+from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch
-from stream_infer.kafka.producer import Deliveries
 from stream_infer.logging import get_logger
 
 __all__ = ["InferenceStage"]

@@ -25,8 +25,9 @@ from stream_infer.inference.model import Model, load_model
 from stream_infer.kafka.batcher import MicroBatcher
 from stream_infer.kafka.commits import Committer, OffsetCommitter
 from stream_infer.kafka.consumer import InputConsumer, check_topics
+from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch, OffsetTracker, TopicPartition
-from stream_infer.kafka.producer import Deliveries, OutputProducer
+from stream_infer.kafka.producer import OutputProducer
 from stream_infer.kafka.transactions import TransactionCommitter, transactional_id
 from stream_infer.logging import get_logger
 from stream_infer.ops.telemetry import Telemetry

@@ -65,7 +65,7 @@ class _Scripted:
 
 
 def _deliveries(errors: list[KafkaError | None]):
-    from stream_infer.kafka.producer import Deliveries
+    from stream_infer.kafka.deliveries import Deliveries
 
     fake = _Scripted(errors)
     return Deliveries(fake, "out", "dlq", "g", "1", "w"), fake  # type: ignore[arg-type]
@@ -74,7 +74,7 @@ def _deliveries(errors: list[KafkaError | None]):
 @pytest.fixture(autouse=True)
 def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries come due at once, so the decisions can be stepped through without waiting."""
-    monkeypatch.setattr("stream_infer.kafka.producer._RETRY_BACKOFF_S", (0.0,))
+    monkeypatch.setattr("stream_infer.kafka.deliveries.RETRY_BACKOFF_S", (0.0,))
 
 
 def _drain(deliveries, rounds: int = 20) -> None:
