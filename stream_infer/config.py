@@ -201,6 +201,10 @@ class BatchingSettings(_Section):
 
     max_batch_size: int = Field(512, ge=1, le=100_000)
     max_wait_ms: int = Field(10, ge=0, le=60_000)
+    # None: batches of up to max_batch_size. Set, the batch size adapts: the largest
+    # batch whose model call is expected to take at most this long (measured as the
+    # worker runs), so a heavy model keeps its latency while a light one batches fully.
+    latency_target_ms: float | None = Field(None, gt=0, le=600_000)
 
 
 class ProcessingSettings(_Section):

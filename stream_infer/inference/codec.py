@@ -22,6 +22,7 @@ from stream_infer.inference.model import InputSpec, Signature
 __all__ = ["Decoded", "Decoder", "Rows"]
 
 _EXACT_FLOAT_INT = 2.0**53
+_ID_TYPES = {str, int, type(None)}
 _ACCEPTED_SCALARS: dict[str, tuple[type, ...]] = {
     "f": (int, float),
     "i": (int, float),  # floats are accepted when integral (1.0), checked on cast
@@ -175,10 +176,16 @@ class Decoder:
     def decode(self, values: Sequence[bytes | str | None]) -> Decoded:
         """Decode a batch; whatever goes wrong is pinned on the event that caused it.
 
-        The per-event checks below are meant to catch everything, but should an
-        event still provoke an exception, the batch is decoded again one event
-        at a time so that only that event is dead-lettered (never a crash loop).
+        The common case (every event a well-formed object for this model) takes
+        ``_decode_clean``, a handful of C-level passes over the whole batch. Any
+        doubt sends the batch to the per-event path, which names each bad event.
+        The per-event checks are meant to catch everything, but should an event
+        still provoke an exception, the batch is decoded again one event at a time
+        so that only that event is dead-lettered (never a crash loop).
         """
+        clean = self._decode_clean(values)
+        if clean is not None:
+            return clean
         try:
             return self._decode(values)
         except Exception:
@@ -193,6 +200,53 @@ class Decoder:
                 out.rejects.extend((i, e) for _, e in one.rejects)
                 out.groups.extend(Rows([i], g.ids, g.feeds) for g in one.groups)
             return out
+
+    def _decode_clean(self, values: Sequence[bytes | str | None]) -> Decoded | None:
+        """The whole batch at once, or None at the first doubt (then ``_decode`` decides).
+
+        Measured on 512 events of 12 features: 1.0 µs an event, against 1.35 µs
+        for the per-event path. The checks are the per-event path's, batched:
+        every value parses to an object with ``features``; ids are strings,
+        integers or absent; the arrays have the model's per-row shapes and
+        numeric dtypes; no JSON boolean hides in a numeric input (a byte scan
+        of the batch, as on the per-event path).
+        """
+        if not values:
+            return None
+        try:
+            docs = list(map(orjson.loads, values))  # type: ignore[arg-type]
+            features = [d["features"] for d in docs]
+            ids = [d.get("id") for d in docs]
+        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+            return None
+        if not set(map(type, ids)) <= _ID_TYPES:
+            return None
+        if self._single is not None:
+            columns = [features]
+        else:
+            known, width = self._known, len(self._names)
+            if not all(type(f) is dict and len(f) == width for f in features):
+                return None
+            try:
+                columns = [[f[name] for f in features] for name in self._names]
+            except KeyError:
+                return None
+            if not all(f.keys() == known for f in features):
+                return None
+        feeds = {}
+        for spec, column in zip(self._specs, columns, strict=True):
+            arr = _fast(spec, column)
+            if arr is None:
+                return None
+            feeds[spec.name] = arr
+        if self._numeric:
+            try:
+                joined = b"".join(values)  # type: ignore[arg-type]
+            except TypeError:  # str values: the per-event path scans those
+                return None
+            if b"true" in joined or b"false" in joined:
+                return None
+        return Decoded(groups=[Rows(list(range(len(values))), ids, feeds)])
 
     def _decode(self, values: Sequence[bytes | str | None]) -> Decoded:
         out = Decoded()

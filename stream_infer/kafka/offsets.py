@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_infer.inference.envelope import Origins
+
 __all__ = ["Batch", "OffsetTracker", "TopicPartition"]
 
 TopicPartition = tuple[str, int]
@@ -37,13 +39,15 @@ class Batch:
     dead_letter_headers: dict[int, Any] = field(default_factory=dict)
     dead_letters: int = 0  # rows answered by a dead letter rather than a prediction
     epoch: int = 0  # exactly once: the transaction generation it was consumed in
+    origins: Origins = field(init=False)  # topic, partition, offset... of every record
 
     def __post_init__(self) -> None:
         self.pending = len(self.records)
-        positions, firsts = self.positions, self.firsts
-        for rec in self.records:  # consume order: the last one per partition wins
-            tp = (rec.topic(), rec.partition())
-            offset = rec.offset()
+        self.origins = origins = Origins.of(self.records)
+        positions: dict[Any, Any] = self.positions
+        firsts: dict[Any, Any] = self.firsts
+        tps = zip(origins.topics, origins.partitions, strict=True)
+        for tp, offset in zip(tps, origins.offsets, strict=True):  # the last per partition wins
             if tp not in positions:
                 firsts[tp] = offset
             positions[tp] = offset

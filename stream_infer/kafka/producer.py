@@ -134,6 +134,15 @@ class OutputProducer:
         """Enqueue one record; raises BufferError when the queue is full."""
         self._client.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
 
+    def produce_batch(
+        self,
+        topic: str,
+        messages: list[dict[str, Any]],
+        on_delivery: Callable[[KafkaError | None, Any], None],
+    ) -> int:
+        """Enqueue many records in one call; those that did not fit carry ``_error``."""
+        return int(self._client.produce_batch(topic, messages, on_delivery=on_delivery))
+
     def poll(self, timeout: float = 0.0) -> int:
         return int(self._client.poll(timeout))
 

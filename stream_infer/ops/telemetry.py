@@ -16,7 +16,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from stream_infer.config import Settings
 from stream_infer.inference.drift import DriftMonitor, DriftSnapshot
-from stream_infer.inference.envelope import SourceRecord
 from stream_infer.logging import get_logger
 from stream_infer.ops.group import GroupSnapshot, GroupWatcher
 from stream_infer.ops.health import Health
@@ -122,11 +121,9 @@ class Telemetry:
         """Export PSI per feature and output value, computed at scrape time (always fresh)."""
         self.metrics.extra.append(lambda: _drift_families(monitor.snapshot()))
 
-    def batch_acknowledged(self, records: Sequence[SourceRecord]) -> None:
+    def batch_acknowledged(self, timestamps: Sequence[int]) -> None:
         """Every output of a batch is acknowledged: the end-to-end latency of its events."""
-        stamps = np.fromiter(
-            (r.timestamp()[1] for r in records), dtype=np.float64, count=len(records)
-        )
+        stamps = np.asarray(timestamps, dtype=np.float64)
         latency = (time.time() * 1000.0 - stamps) / 1000.0
         np.maximum(latency, 0.0, out=latency)  # a producer clock ahead of ours is not negative time
         self.metrics.latency.observe_many(latency)

@@ -56,7 +56,8 @@ class InferenceStage:
         self._gate = gate or (lambda batch: nullcontext(True))
         self._on_produced = on_produced
         self._queue: queue.SimpleQueue[tuple[Batch, Decoded] | None] = queue.SimpleQueue()
-        self._outstanding = 0
+        self._submitted = 0  # written by the loop thread only
+        self._finished = 0  # written by this stage's thread only
         self._cond = threading.Condition()
         self._discard = False
         self.failure: BaseException | None = None
@@ -68,20 +69,19 @@ class InferenceStage:
         self._thread.start()
 
     def submit(self, batch: Batch, decoded: Decoded) -> None:
-        with self._cond:
-            self._outstanding += 1
+        self._submitted += 1  # the loop thread's count: no lock on the hot path
         self._queue.put((batch, decoded))
 
     @property
     def outstanding(self) -> int:
         """Batches submitted and not yet through the model (queued or running)."""
-        return self._outstanding
+        return self._submitted - self._finished
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every submitted batch has been produced (not yet acknowledged)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: self._outstanding == 0 or self.failure is not None, timeout
+                lambda: self.outstanding == 0 or self.failure is not None, timeout
             )
 
     def discard_queued(self) -> None:
@@ -106,7 +106,7 @@ class InferenceStage:
                 self.failure = exc
             finally:
                 with self._cond:
-                    self._outstanding -= 1
+                    self._finished += 1  # this thread's count
                     self._cond.notify_all()
 
     def _process(self, batch: Batch, decoded: Decoded) -> None:
@@ -123,6 +123,7 @@ class InferenceStage:
             decoded,
             self._timed_predict,
             keep_predicted=self._on_predicted is not None,
+            origins=batch.origins,
         )
         if self._on_predicted is not None:
             for feeds, outputs in outcome.predicted:

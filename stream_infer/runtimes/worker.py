@@ -22,7 +22,7 @@ from stream_infer.inference.codec import Decoder
 from stream_infer.inference.drift import DriftMonitor, load_baseline
 from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model, load_model
-from stream_infer.kafka.batcher import MicroBatcher
+from stream_infer.kafka.batcher import BatchSizer, MicroBatcher
 from stream_infer.kafka.commits import Committer, OffsetCommitter
 from stream_infer.kafka.consumer import InputConsumer, check_topics
 from stream_infer.kafka.deliveries import Deliveries
@@ -40,6 +40,10 @@ log = get_logger("worker")
 
 _COMMIT_RETRY_S = 5.0  # how long a commit on revoke is retried on transient errors
 _STUCK_S = 60.0  # a batch unacknowledged this long gets a warning
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000.0
 
 
 @dataclass
@@ -114,7 +118,7 @@ class Worker:
             s.model.version,
             p.worker_id,
             stage_counts=tel.metrics.dead_letters,
-            on_batch_done=lambda batch: tel.batch_acknowledged(batch.records),
+            on_batch_done=lambda batch: tel.batch_acknowledged(batch.origins.timestamps),
             transactional=eos,
         )
         self._consumer = InputConsumer(
@@ -141,7 +145,7 @@ class Worker:
             encoder,
             self._deliveries,
             on_call=tel.inference_call,
-            on_result=tel.inference_result,
+            on_result=self._inference_result,
             on_predicted=drift.observe if drift is not None else None,
             gate=self._committer.gate,
             on_produced=self._committer.produced,
@@ -158,6 +162,7 @@ class Worker:
         )
         self._instrument()
         self._consumer.subscribe(s.topics.inputs)
+        self._sizer = BatchSizer(s.batching.max_batch_size, _seconds(s.batching.latency_target_ms))
         self._batcher = MicroBatcher(
             self._timed_consume,
             s.batching.max_batch_size,
@@ -187,6 +192,11 @@ class Worker:
                 "partitions at once; never run two workers with the same id",
                 s.processing.static_id,
             )
+
+    def _inference_result(self, rows: int, seconds: float) -> None:
+        """A model call ended (inference thread): metrics, capacity, the adaptive batch size."""
+        self.telemetry.inference_result(rows, seconds)
+        self._sizer.observe(rows, seconds)
 
     def _instrument(self) -> None:
         """Point metrics and health at the live state (read when scraped)."""
@@ -233,6 +243,7 @@ class Worker:
                 turned()
                 self._committer.check()
                 self._raise_fatal()
+                self._batcher.max_size = self._sizer.size
                 msgs = self._batcher.next_batch()
                 if msgs:
                     self._submit(msgs)
