@@ -194,6 +194,25 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime's default")
     warmup: bool = True
+    # GPU path (inference/runners.py). "auto": on for CUDA and TensorRT, off on a CPU.
+    batch_buckets: Literal["auto", "off"] | list[int] = Field(
+        "auto", description="pad batches to these sizes (auto: powers of two on a GPU)"
+    )
+    io_binding: Literal["auto", "on", "off"] = "auto"
+    cuda_graphs: bool = Field(False, description="capture and replay CUDA graphs (CUDA only)")
+
+    @field_validator("batch_buckets")
+    @classmethod
+    def _buckets(cls, v: Any) -> Any:
+        if isinstance(v, list) and (not v or any(b < 1 for b in v)):
+            raise ValueError("must be 'auto', 'off' or a list of batch sizes >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _graphs_need_binding(self) -> ModelSettings:
+        if self.cuda_graphs and (self.io_binding == "off" or self.batch_buckets == "off"):
+            raise ValueError("cuda_graphs needs io_binding and batch_buckets (fixed buffers)")
+        return self
 
 
 class BatchingSettings(_Section):

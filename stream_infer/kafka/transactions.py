@@ -55,6 +55,7 @@ __all__ = ["TransactionCommitter", "transactional_id"]
 log = get_logger("transactions")
 
 _REBUILDS_PER_MINUTE = 3
+_CALL_S = 10.0  # longest single transactional call; retried while the time allows
 
 
 def transactional_id(group: str, worker_id: str) -> str:
@@ -75,6 +76,7 @@ class TransactionCommitter:
         every_s: float,
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._producer = producer
         self._deliveries = deliveries
@@ -83,6 +85,7 @@ class TransactionCommitter:
         self._every_s = every_s
         self._timeout = timeout_s
         self._clock = clock
+        self._stopping = stopping  # a stop request ends retries: shutdown tries once more
         self._lock = threading.Lock()
         self._open = False
         self._batches: list[Batch] = []  # produced into the open transaction, in order
@@ -161,7 +164,7 @@ class TransactionCommitter:
 
     def _retrying(self, within: float) -> Retrying:
         return Retrying(
-            retry=retry_if_exception(_retriable),
+            retry=retry_if_exception(lambda exc: _retriable(exc) and not self._stopping()),
             wait=wait_exponential(multiplier=0.1, max=1.0),
             stop=stop_after_delay(within),
             reraise=True,
@@ -180,16 +183,17 @@ class TransactionCommitter:
             if not self._open:
                 return
             offsets = self._offsets()
+            call_s = min(within, _CALL_S)  # each call short, so a stop request is seen
             try:
                 if offsets:
                     tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
                     metadata = self._consumer.group_metadata()
                     for attempt in self._retrying(within):
                         with attempt:
-                            self._producer.send_offsets_to_transaction(tps, metadata, within)
+                            self._producer.send_offsets_to_transaction(tps, metadata, call_s)
                 for attempt in self._retrying(within):
                     with attempt:
-                        self._producer.commit_transaction(within)
+                        self._producer.commit_transaction(call_s)
             except KafkaException as exc:
                 self._failed(exc.args[0], "committing the transaction")
                 return

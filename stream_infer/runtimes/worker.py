@@ -129,7 +129,12 @@ class Worker:
         )
         if eos:
             committer = TransactionCommitter(
-                self._producer, self._deliveries, self._consumer, self.tracker, p.commit_every_s
+                self._producer,
+                self._deliveries,
+                self._consumer,
+                self.tracker,
+                p.commit_every_s,
+                stopping=self._stop.is_set,
             )
             committer.start()
             self._committer: Committer = committer
