@@ -101,9 +101,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--cuda-graphs", action="store_true")
     args = parser.parse_args()
-    print(
-        f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}"
-    )
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {cpu}, python {platform.python_version()}")
     for size in args.batch:
         result = run(args.model, args.device, size, args.events, args.cuda_graphs)
         shown = ", ".join(
