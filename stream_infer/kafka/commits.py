@@ -59,8 +59,13 @@ class Committer(Protocol):
     def produced(self, batch: Batch) -> None:
         """Every output of ``batch`` was handed to the producer (the gate is held)."""
 
-    def due(self) -> None:
-        """Commit if the interval has passed (called every loop turn)."""
+    def due(self, urgent: bool = False) -> None:
+        """Commit if the interval has passed (every loop turn), or now when ``urgent``.
+
+        Urgent is the pipeline being full: at least once that only brings the
+        periodic commit forward; exactly once it ends the transaction, since its
+        batches count as in flight until it commits.
+        """
 
     def check(self) -> None:
         """Recover from a failure found in the background, or raise (every loop turn)."""
@@ -111,9 +116,9 @@ class OffsetCommitter:
         while consumer.commit_failures:
             tracker.failed(consumer.commit_failures.pop()[0])
 
-    def due(self) -> None:
+    def due(self, urgent: bool = False) -> None:
         now = self._clock()
-        if now - self._last < self._every_s:
+        if not urgent and now - self._last < self._every_s:
             return
         self._last = now
         self._fold_failures()

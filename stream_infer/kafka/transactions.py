@@ -144,8 +144,8 @@ class TransactionCommitter:
 
     # -- committing ----------------------------------------------------------------
 
-    def due(self) -> None:
-        if self._clock() - self._last >= self._every_s:
+    def due(self, urgent: bool = False) -> None:
+        if (urgent and self._batches) or self._clock() - self._last >= self._every_s:
             self._commit(self._timeout)
 
     def commit_now(self, partitions: list[TP] | None, within: float) -> None:

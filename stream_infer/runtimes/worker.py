@@ -264,11 +264,17 @@ class Worker:
         finally:
             self._shutdown(failure)
 
-    def _progress(self, timeout: float) -> None:
-        """Serve acknowledgements (waiting up to ``timeout``), then commit if one is due."""
+    def _progress(self, timeout: float, urgent: bool = False) -> None:
+        """Serve acknowledgements (waiting up to ``timeout``), then commit if one is due.
+
+        ``urgent``: the pipeline is full. Exactly once, batches stay in flight
+        until their transaction commits, so a full pipeline ends the transaction
+        early rather than pausing: measured with 1 s transactions, waiting for
+        the interval capped the worker at 64 batches a second (28k events/s).
+        """
         self._deliveries.serve(timeout)
         self._committer.check()
-        self._committer.due()
+        self._committer.due(urgent)
         self._raise_fatal()
 
     def _raise_fatal(self) -> None:
