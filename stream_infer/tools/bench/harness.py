@@ -28,11 +28,18 @@ from stream_infer.tools.bench.contenders import (
     Target,
     events_for,
 )
-from stream_infer.tools.bench.latency import LatencyStep, OutputReader, offered_load
+from stream_infer.tools.bench.latency import (
+    LatencyStep,
+    OutputReader,
+    delivered_rate,
+    offered_load,
+)
 from stream_infer.tools.bench.process import ContenderFailed, ContenderProcess
 from stream_infer.tools.bench.stats import LatencySummary, Sample, catch_up_window
 
-__all__ = ["PARTITIONS", "Harness", "RunResult"]
+__all__ = ["PARTITIONS", "Attach", "Harness", "RunResult"]
+
+Attach = Callable[[int], Callable[[], None]]  # pid -> what detaches
 
 PARTITIONS = 6  # as the declared `events` topic: room for the consumer to fetch in parallel
 _SAMPLE_S = 0.01
@@ -142,23 +149,31 @@ class Harness:
         input_topic: str,
         events: int,
         progress: Callable[[int], None],
-        wrap: Callable[[list[str]], list[str]] | None = None,
-    ) -> tuple[RunResult, ContenderProcess | None]:
-        """One run: start, watch until ``events`` outputs are visible, stop; never raises."""
+        attach: Attach | None = None,
+    ) -> RunResult:
+        """One run: start, watch until ``events`` outputs are visible, stop; never raises.
+
+        ``attach`` (a profiler) is called with the process id once the first output is out,
+        so that start-up stays out of the profile; what it returns is called at the end.
+        """
         n = events_for(c, events)
         result = RunResult(c.name, round_no, n)
         target = self._target(c, input_topic, n, f"r{round_no}")
         argv = c.argv(target)
-        started = time.monotonic()
+        began = time.monotonic()
         proc: ContenderProcess | None = None
+        detach: list[Callable[[], None]] = []
+
+        def first_output(pid: int) -> None:
+            if attach is not None:
+                detach.append(attach(pid))
+
         try:
-            proc = ContenderProcess(
-                wrap(argv) if wrap else argv, target.work / "log.txt", bool(wrap)
-            )
+            proc = ContenderProcess(argv, target.work / "log.txt")
             if not c.kafka:
                 self._offline(proc, result)
             else:
-                samples = self._watch(proc, target.output, n, progress)
+                samples = self._watch(proc, target.output, n, progress, first_output)
                 window = catch_up_window(samples, n)
                 result.rate = window.rate
                 # The kernel counts CPU time in clock ticks (10 ms): a window that used only
@@ -170,13 +185,20 @@ class Harness:
         except (ContenderFailed, ValueError) as exc:
             result.error = str(exc)
         finally:
+            for stop in detach:
+                stop()
             if proc is not None:
                 proc.stop()
-        result.wall_s = time.monotonic() - started
-        return result, proc
+        result.wall_s = time.monotonic() - began
+        return result
 
     def _watch(
-        self, proc: ContenderProcess, output: str, n: int, progress: Callable[[int], None]
+        self,
+        proc: ContenderProcess,
+        output: str,
+        n: int,
+        progress: Callable[[int], None],
+        first_output: Callable[[int], None],
     ) -> list[Sample]:
         started = time.monotonic()
         samples = [Sample(started, 0, proc.cpu_seconds(), proc.rss())]
@@ -189,6 +211,8 @@ class Harness:
             samples.append(Sample(now, count, proc.cpu_seconds(), proc.rss()))
             progress(min(count, n))
             if count != samples[-2].count:
+                if not samples[-2].count:
+                    first_output(proc.pid)
                 last_change = now
             elif count == 0 and now - started > _FIRST_OUTPUT_S:
                 raise ContenderFailed(f"no output within {_FIRST_OUTPUT_S:.0f}s: {proc.tail()}")
@@ -221,9 +245,15 @@ class Harness:
         max_rate: float,
         loads: tuple[float, ...],
         duration: float,
+        settle: float,
         on_step: Callable[[str], None],
     ) -> Iterator[LatencyStep]:
-        """Each load in turn against one process of ``c`` on an input topic of its own."""
+        """Each load in turn against one process of ``c`` on an input topic of its own.
+
+        A step holds its rate for ``settle`` seconds, then ``duration`` seconds measured:
+        the settling seconds are summed up on their own (``LatencyStep.settling``), since
+        a contender that is slow to reach a new rate shows it there.
+        """
         input_topic = self.topic(f"{c.name}-lat-in")
         target = self._target(c, input_topic, 0, "lat")
         reader = OutputReader(self.bootstrap, target.output, PARTITIONS, c.event_time)
@@ -236,19 +266,23 @@ class Harness:
             if not reader.wait_for(_WARMUP_EVENTS, _FIRST_OUTPUT_S, proc.check_alive):
                 raise ContenderFailed(f"warm-up events got no outputs: {proc.tail()}")
             expected = reader.total
-            skip_ms = min(1000.0, duration * 100.0)  # the first second (10% at most) settles
             for step in steps:
                 on_step(f"{step.load:.0%} = {step.offered:,.0f}/s")
                 with (target.work / "openloop.log").open("ab") as log:
                     sent = offered_load(
-                        self.bootstrap, input_topic, str(self.model), step.offered, duration, log
-                    )
+                        self.bootstrap, input_topic, str(self.model), step.offered,
+                        settle + duration, log,
+                    )  # fmt: skip
                 step.sent, step.generator_lag_ms = sent["sent"], sent["max_lag_ms"]
                 expected += step.sent
                 complete = reader.wait_for(expected, 20.0, proc.check_alive)
-                lat = reader.latencies(int(sent["first_ms"] + skip_ms), sent["last_ms"])
+                measured_from = int(sent["first_ms"] + settle * 1000)
+                _, early = reader.latencies(sent["first_ms"], measured_from - 1)
+                due, lat = reader.latencies(measured_from, sent["last_ms"])
                 step.received = int(reader.total - (expected - step.sent))
+                step.settling = LatencySummary.of_micros(early.tolist())
                 step.summary = LatencySummary.of_micros(lat.tolist())
+                step.delivered = delivered_rate(due, lat)
                 if not complete:
                     step.error = f"{expected - reader.total} outputs missing after 20s"
                     expected = reader.total

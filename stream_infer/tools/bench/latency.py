@@ -20,7 +20,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +29,20 @@ import orjson
 from stream_infer.tools.bench.process import ContenderFailed
 from stream_infer.tools.bench.stats import LatencySummary
 
-__all__ = ["LatencyStep", "OutputReader", "offered_load"]
+__all__ = ["LatencyStep", "OutputReader", "delivered_rate", "offered_load"]
+
+
+def delivered_rate(due_ms: np.ndarray, latency_us: np.ndarray) -> float:
+    """Outputs per second between the first and the last receive time of these records.
+
+    Below the offered rate, the contender (with the generator and reader beside it on
+    the same cores) did not keep up: its latency grew for as long as the step lasted.
+    """
+    if len(due_ms) < 2:
+        return 0.0
+    received_ms = due_ms + latency_us / 1000.0
+    span = float(received_ms.max() - received_ms.min()) / 1000.0
+    return len(due_ms) / span if span > 0 else 0.0
 
 
 @dataclass
@@ -42,9 +55,10 @@ class LatencyStep:
     sent: int = 0
     received: int = 0
     generator_lag_ms: float = 0.0
-    summary: LatencySummary | None = None
+    delivered: float = 0.0  # outputs per second received over the measured seconds
+    summary: LatencySummary | None = None  # the measured seconds
+    settling: LatencySummary | None = None  # the seconds before, at the same rate
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,7 +68,9 @@ class LatencyStep:
             "sent": self.sent,
             "received": self.received,
             "generator_max_lag_ms": self.generator_lag_ms,
+            "delivered_per_s": self.delivered,
             **(self.summary.as_dict() if self.summary else {}),
+            "settling": self.settling.as_dict() if self.settling else None,
             "error": self.error,
         }
 
@@ -121,12 +137,13 @@ class OutputReader:
                 self.total += len(due)
         self._consumer.close()
 
-    def latencies(self, first_ms: int, last_ms: int) -> np.ndarray:
-        """Latencies (us) of the records due within ``[first_ms, last_ms]``."""
+    def latencies(self, first_ms: int, last_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """Due times (ms) and latencies (us) of the records due within ``[first_ms, last_ms]``."""
         with self._lock:
             due = np.frombuffer(self._due, dtype=np.int64).copy()
             lat = np.frombuffer(self._latency_us, dtype=np.int64).copy()
-        return lat[(due >= first_ms) & (due <= last_ms)]
+        keep = (due >= first_ms) & (due <= last_ms)
+        return due[keep], lat[keep]
 
     def wait_for(self, count: int, stall_s: float, alive: Callable[[], None]) -> bool:
         """Wait until ``count`` records are in; False when none came for ``stall_s``."""

@@ -11,10 +11,8 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from stream_infer.errors import StreamInferError
 
@@ -26,49 +24,22 @@ class ContenderFailed(StreamInferError):
 
 
 class ContenderProcess:
-    """``argv`` run with its output in ``log``.
+    """``argv`` run with its output in ``log``."""
 
-    With ``wrapped`` (py-spy), the process started is the wrapper and the contender
-    is its child: figures and signals go to the child.
-    """
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        log: Path,
-        wrapped: bool = False,
-        env: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, argv: Sequence[str], log: Path) -> None:
         import psutil
 
         self.log = log
         self._out = log.open("wb")
         self.popen = subprocess.Popen(
-            list(argv),
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
+            list(argv), stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-        self._wrapper = psutil.Process(self.popen.pid)
-        self._wrapped = wrapped
-        self._proc: Any = None if wrapped else self._wrapper
+        self.proc = psutil.Process(self.popen.pid)
         self.max_rss = 0
 
     @property
-    def proc(self) -> Any:
-        """The contender's psutil.Process (found among the wrapper's children when wrapped)."""
-        if self._proc is None:
-            deadline = time.monotonic() + 10
-            while self._proc is None:
-                children = self._wrapper.children()
-                if children:
-                    self._proc = children[0]
-                elif time.monotonic() > deadline or self.popen.poll() is not None:
-                    raise ContenderFailed(f"the profiler started no process ({self.tail()})")
-                else:
-                    time.sleep(0.05)
-        return self._proc
+    def pid(self) -> int:
+        return self.popen.pid
 
     def cpu_seconds(self) -> float:
         t = self.proc.cpu_times()
@@ -82,7 +53,7 @@ class ContenderProcess:
     def peak_rss(self) -> int:
         """The high-water mark of the resident set over the process's life (bytes)."""
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
         except OSError:
@@ -107,16 +78,12 @@ class ContenderProcess:
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (the contender's graceful stop), SIGKILL after ``timeout``; its exit code."""
         if self.popen.poll() is None:
-            target = self._proc.pid if self._proc is not None else self.popen.pid
             with contextlib.suppress(ProcessLookupError):
-                os.kill(target, signal.SIGTERM)
+                os.kill(self.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                for proc in (self._proc, self._wrapper):
-                    if proc is not None:
-                        with contextlib.suppress(Exception):  # already gone
-                            proc.kill()
+                self.popen.kill()
                 self.popen.wait(10)
         self._out.close()
         return self.popen.returncode

@@ -47,7 +47,13 @@ class BenchOptions:
 
     @property
     def latency_s(self) -> float:
+        """Seconds measured per offered rate."""
         return 2.0 if self.quick else 10.0
+
+    @property
+    def settle_s(self) -> float:
+        """Seconds at each rate before measuring: the contender adapts to the new rate."""
+        return 1.0 if self.quick else 3.0
 
     @property
     def names(self) -> list[str]:
@@ -171,7 +177,7 @@ class _Session:
                 c = CONTENDERS[name]
                 what = f"round {r + 1}/{opts.n_repeats}: {name}"
                 task, progress = self._task(what, events_for(c, opts.n_events))
-                result, _ = harness.catch_up(c, r, self.source, opts.n_events, progress)
+                result = harness.catch_up(c, r, self.source, opts.n_events, progress)
                 self.bar.remove_task(task)
                 self.runs.append(result)
                 figure = f"{result.rate:,.0f} events/s" if not result.error else "FAILED"
@@ -189,7 +195,8 @@ class _Session:
 
             top = sum(mine) / len(mine)
             c = CONTENDERS[name]
-            for step in self.harness.latency(c, top, LOADS, self.opts.latency_s, on_step):
+            lat, settle = self.opts.latency_s, self.opts.settle_s
+            for step in self.harness.latency(c, top, LOADS, lat, settle, on_step):
                 self.steps.append(step)
                 self.bar.advance(task)
                 p = step.summary
@@ -201,19 +208,21 @@ class _Session:
             self.bar.remove_task(task)
 
     def profile(self, out: Path) -> None:
-        from stream_infer.tools.bench.profile import py_spy_argv, summarize_speedscope
+        from stream_infer.tools.bench.profile import attach_py_spy, summarize_speedscope
 
         c, n = CONTENDERS["stream-infer"], self.opts.n_events
         speedscope = out / "profile-stream-infer.speedscope.json"
         task, progress = self._task("profiling stream-infer (py-spy)", n)
-        result, _ = self.harness.catch_up(c, 0, self.source, n, progress, py_spy_argv(speedscope))
+        attach = attach_py_spy(speedscope)
+        result = self.harness.catch_up(c, 0, self.source, n, progress, attach)
         self.bar.remove_task(task)
         summary = out / "profile-stream-infer.md"
         figure = f"{result.rate:,.0f} events/s under the profiler" if not result.error else ""
         head = (
             "# Profile of the stream-infer worker (py-spy)\n\n"
             f"One extra catch-up run of {result.events:,} events, not counted in the results: "
-            f"{figure or result.error}.\n\n"
+            f"{figure or result.error}. py-spy attached at the first output, so start-up is "
+            "not in it.\n\n"
         )
         body = summarize_speedscope(speedscope) if speedscope.is_file() else "No profile.\n"
         summary.write_text(head + body)
@@ -243,6 +252,7 @@ def _document(
             "partitions": PARTITIONS,
             "loads": list(LOADS),
             "latency_s": opts.latency_s,
+            "settle_s": opts.settle_s,
             "latency_contenders": opts.latency_names,
             "quick": opts.quick,
         },

@@ -95,3 +95,17 @@ def test_ratio_matrix_reads_row_over_column() -> None:
     m = ratio_matrix({"a": 10.0, "b": 4.0, "c": 0.0})
     assert m["a"]["b"] == 2.5 and m["b"]["a"] == 0.4 and m["a"]["a"] == 1.0
     assert math.isnan(m["a"]["c"])
+
+
+def test_delivered_rate_tells_a_contender_that_kept_up_from_one_that_did_not() -> None:
+    import numpy as np
+
+    from stream_infer.tools.bench.latency import delivered_rate
+
+    due = np.arange(0, 10_000, 10, dtype=np.int64)  # 100/s for 10 s
+    steady = np.full(len(due), 20_000, dtype=np.int64)  # always 20 ms late
+    assert delivered_rate(due, steady) == pytest.approx(100.0, rel=2e-3)
+    # Each output 10 ms later than the one before on top: received over 20 s, 50/s.
+    falling_behind = steady + np.arange(len(due), dtype=np.int64) * 10_000
+    assert delivered_rate(due, falling_behind) == pytest.approx(50.0, rel=2e-3)
+    assert delivered_rate(due[:1], steady[:1]) == 0.0
