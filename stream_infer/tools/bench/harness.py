@@ -80,6 +80,7 @@ class Harness:
         self.run_id = run_id
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
         self.created: list[str] = []
+        self.offsets_error = ""
         self._seq = 0
 
     # -- topics ------------------------------------------------------------------------
@@ -131,8 +132,13 @@ class Harness:
 
     # -- catch-up ----------------------------------------------------------------------
 
-    def _count(self, topic: str) -> int:
-        from confluent_kafka import IsolationLevel, TopicPartition
+    def _count(self, topic: str) -> int | None:
+        """Outputs visible in ``topic``; None when the broker could not say this time.
+
+        A topic just created can answer with a transient error (a leader epoch that
+        metadata has not caught up with yet): the next sample asks again.
+        """
+        from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
         latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
@@ -140,7 +146,11 @@ class Harness:
         futures = self.admin.list_offsets(
             request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10
         )
-        return sum(int(f.result().offset) for f in futures.values())
+        try:
+            return sum(int(f.result().offset) for f in futures.values())
+        except KafkaException as exc:
+            self.offsets_error = str(exc)
+            return None
 
     def catch_up(
         self,
@@ -208,6 +218,10 @@ class Harness:
             count = self._count(output)
             now = time.monotonic()
             proc.check_alive()
+            if count is None:
+                if now - last_change > _STALL_S:
+                    raise ContenderFailed(f"cannot read offsets: {self.offsets_error}")
+                continue
             samples.append(Sample(now, count, proc.cpu_seconds(), proc.rss()))
             progress(min(count, n))
             if count != samples[-2].count:
