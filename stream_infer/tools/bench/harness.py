@@ -62,6 +62,7 @@ class RunResult:
     window_s: float = math.nan
     samples: int = 0
     wall_s: float = math.nan
+    load_avg: float = math.nan  # the machine's 1-minute load average as the run ended
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -200,6 +201,8 @@ class Harness:
             if proc is not None:
                 proc.stop()
         result.wall_s = time.monotonic() - began
+        if hasattr(os, "getloadavg"):
+            result.load_avg = os.getloadavg()[0]
         return result
 
     def _watch(

@@ -48,7 +48,13 @@ def aggregate(
         for n in names
         if not math.isnan(per[n]["throughput"]["mean"])
     }
-    return {"contenders": per, "ratios": ratio_matrix(means), "targets": _targets(means)}
+    loads = Spread.of(r.load_avg for r in runs)
+    return {
+        "contenders": per,
+        "ratios": ratio_matrix(means),
+        "targets": _targets(means),
+        "load_average": {"min": loads.low, "max": loads.high},
+    }
 
 
 def _targets(means: dict[str, float]) -> list[dict[str, Any]]:
@@ -74,6 +80,20 @@ def _ratio(x: float) -> str:
     return f"{x:.3g}x" if x < 100 else f"{x:,.0f}x"
 
 
+def _load_line(doc: dict[str, Any]) -> list[str]:
+    """How busy the machine was: other work on the same cores moves every figure."""
+    load = doc.get("load_average") or {}
+    low, high = load.get("min"), load.get("max")
+    if low is None or high is None or math.isnan(low):
+        return []
+    cpus = doc["machine"].get("logical_cpus") or "?"
+    return [
+        f"Load: the 1-minute load average was {low:.1f} to {high:.1f} as the catch-up runs ended "
+        f"({cpus} logical CPUs; the contender, the broker and the harness account for about 2).",
+        "",
+    ]
+
+
 def _generator_note(lag_ms: float) -> str:
     """Say when the load generator could not keep its schedule: its lag counts as latency."""
     if lag_ms > 1000:
@@ -94,6 +114,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         f"Machine: {machine_line(doc['machine'])}.",
         "",
+        *_load_line(doc),
         f"Model: `{doc['model']['name']}`, {doc['model']['description']}.",
         "",
         f"Method: catch-up over {s['events']:,} pre-filled events (each contender's count is in "
@@ -195,7 +216,7 @@ def write_plot(doc: dict[str, Any], path: Path) -> None:
             continue
         x = [s["offered_per_s"] for s in steps]
         for key, style in styles.items():
-            label = f"{n} {key.removesuffix('_ms')}"
+            label = n if key == "p99_ms" else None  # one legend entry per contender
             right.plot(x, [s[key] for s in steps], style, marker="o", color=color[n], label=label)
     right.set_xscale("log")
     right.set_yscale("log")

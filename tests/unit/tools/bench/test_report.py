@@ -23,7 +23,15 @@ MACHINE = {
 
 def _runs() -> list[RunResult]:
     return [
-        RunResult("stream-infer", 0, 1000, rate=60.0, cpu_per_million=10.0, peak_rss=100 * 2**20),
+        RunResult(
+            "stream-infer",
+            0,
+            1000,
+            rate=60.0,
+            cpu_per_million=10.0,
+            peak_rss=100 * 2**20,
+            load_avg=1.5,
+        ),
         RunResult("stream-infer", 1, 1000, rate=66.0, cpu_per_million=12.0, peak_rss=110 * 2**20),
         RunResult("bare", 0, 1000, rate=100.0, cpu_per_million=2.0, peak_rss=50 * 2**20),
         RunResult("bare", 1, 1000, error="exited with code 1: boom"),
@@ -72,6 +80,7 @@ def test_markdown_shows_the_figures_ratios_and_failures() -> None:
     assert "| stream-infer | 50% | 32 | 10.0 | 50.0 | 90.0 | 90.0 | 100 |" in text
     assert "- bare, round 1: exited with code 1: boom" in text
     assert "Machine: Test CPU, 2 logical CPUs" in text
+    assert "1-minute load average was 1.5 to 1.5" in text
 
 
 def test_plot_is_a_png(tmp_path: Path) -> None:
