@@ -87,10 +87,10 @@ def test_bad_options_are_one_line(tmp_path: Path) -> None:
         "stream-infer-eos, bare, tutorial, hand-batched, faust-echo, ort)"
     )
     ran = _bench("--model", str(tmp_path / "missing.onnx"), "--bootstrap", "127.0.0.1:1",
-                 "--out", str(tmp_path), timeout=30)  # fmt: skip
+                 "--out", str(tmp_path / "out"), timeout=30)  # fmt: skip
     assert ran.returncode == 1
-    assert (
-        ran.stderr.strip()
-        .splitlines()[-1]
-        .startswith(f"stream-infer: error: --model: {tmp_path / 'missing.onnx'} is neither a file")
+    assert ran.stderr.strip() == (
+        f"stream-infer: error: --model: {tmp_path / 'missing.onnx'} is neither a file nor a "
+        "built-in model (tabular, heavy)"
     )
+    assert list(tmp_path.iterdir()) == []  # no results folder for a run that never started

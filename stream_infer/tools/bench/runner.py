@@ -120,12 +120,16 @@ def run_bench(opts: BenchOptions) -> int:
 
     date = datetime.date.today().isoformat()
     out = opts.out or Path("benchmarks/results") / f"{date}-bench"
-    out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="stream-infer-bench-"))
     run_id = uuid.uuid4().hex[:8]
+    try:  # a bad --model fails before a broker starts or a folder is made
+        model = resolve_model(opts.model, work)
+        out.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     with _broker(opts.bootstrap, work) as bootstrap, _progress() as bar:
         bar.console.print(f"bench {run_id}: broker {bootstrap}, work folder {work}")
-        model = resolve_model(opts.model, work)
         session = _Session(opts, Harness(bootstrap, model.path, work, run_id), bar)
         try:
             session.catch_up()
