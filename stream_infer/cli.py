@@ -414,13 +414,31 @@ def dlq_replay(
     typer.echo(report.summary(dry_run))
 
 
-# -- later capabilities ------------------------------------------------------------------
+# -- bench ------------------------------------------------------------------
 
 
 @app.command()
-def bench(config: ConfigOpt = None) -> None:
-    """Benchmark the pipeline against hand-written loops (not implemented yet)."""
-    _not_implemented("bench")
+def bench(
+    model: Annotated[
+        str, typer.Option(help="ONNX file, or a built-in: tabular (12 features), heavy.")
+    ] = "tabular",
+    quick: Annotated[bool, typer.Option(help="Under a minute: fewer events, one round.")] = False,
+    events: Annotated[int | None, typer.Option(min=1000, help="Pre-filled events.")] = None,
+    repeats: Annotated[int | None, typer.Option(min=1, help="Rounds of catch-up runs.")] = None,
+    contenders: Annotated[str | None, typer.Option(help="Comma-separated (default: all).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results folder.")] = None,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Use this broker (HOST:PORT) instead of starting one.")
+    ] = None,
+    profile: Annotated[bool, typer.Option(help="Also profile the worker with py-spy.")] = False,
+) -> None:
+    """Benchmark the worker against hand-written loops; see README, Benchmark."""
+    from stream_infer.tools.bench import BenchOptions, parse_contenders, run_bench
+
+    names = _parsed("--contenders", parse_contenders, contenders)
+    command = " ".join(["stream-infer", *sys.argv[1:]])
+    options = BenchOptions(model, quick, events, repeats, names, out, bootstrap, profile, command)
+    raise typer.Exit(run_bench(options))
 
 
 # -- drift and the data contract -------------------------------------------------------
