@@ -29,6 +29,8 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +100,26 @@ def _scrape_every_second(port: int, stop: threading.Event) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
 
 
-def drain(
-    bootstrap: str, source: str, n: int, drift: bool, created: list[str]
-) -> tuple[float, float]:
-    """Wall and CPU seconds (this process, every thread) for a fresh worker to predict the
-    whole backlog of ``source``."""
+@dataclass
+class Run:
+    drift: bool
+    wall: float  # seconds from group join to the last acknowledged prediction
+    cpu: float  # CPU seconds of this process meanwhile, every thread
+    inference_cpu: float  # CPU seconds of the worker's inference thread (model, observe, encode)
+    observe: float = 0.0  # CPU seconds inside DriftMonitor.observe
+    calls: int = 0
+
+
+def _thread_clock(name: str) -> int:
+    """The CPU clock of the worker's thread called ``name`` (Linux: per-thread CPU time)."""
+    for t in threading.enumerate():
+        if t.name == name and t.ident is not None:
+            return time.pthread_getcpuclockid(t.ident)
+    raise AssertionError(f"no thread {name}")
+
+
+def drain(bootstrap: str, source: str, n: int, drift: bool, created: list[str]) -> Run:
+    """A fresh worker predicts the whole backlog of ``source``: how long, at what CPU cost."""
     tag = ("on-" if drift else "off-") + uuid.uuid4().hex[:6]
     out, dlq = f"drift-bench-out-{tag}", f"drift-bench-dlq-{tag}"
     apply_topics(
@@ -121,7 +138,9 @@ def drain(
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     assert worker.ready.wait(120), "the worker did not join its group"
+    inference = _thread_clock("stream-infer-inference")
     started, cpu = time.perf_counter(), time.process_time()
+    infer_cpu = time.clock_gettime(inference)
     stop = threading.Event()
     port = worker.telemetry.port
     assert port is not None
@@ -129,14 +148,19 @@ def drain(
     scraper.start()
     while sum(worker.counts()) < n:
         time.sleep(0.005)
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    run = Run(
+        drift,
+        time.perf_counter() - started,
+        time.process_time() - cpu,
+        time.clock_gettime(inference) - infer_cpu,
+    )
     stop.set()
     worker.stop()
     thread.join(60)
     predictions, letters = worker.counts()
     assert (predictions, letters) == (n, 0), (predictions, letters)
     assert _size(bootstrap, out) == n
-    return elapsed, cpu
+    return run
 
 
 def _machine() -> str:
@@ -154,6 +178,38 @@ def _machine() -> str:
     )
 
 
+def _line(run: Run, n: int) -> str:
+    text = (
+        f"drift {'on ' if run.drift else 'off'}: {n} events in {run.wall:6.2f}s = "
+        f"{n / run.wall:7.0f} events/s; CPU/event {run.cpu / n * 1e6:5.2f} us, "
+        f"inference thread {run.inference_cpu / n * 1e6:5.2f} us"
+    )
+    if run.drift:
+        text += (
+            f"; observe {run.observe * 1e3:3.0f} ms in {run.calls} calls = "
+            f"{run.observe / run.cpu:6.2%} of CPU, {run.observe / run.inference_cpu:6.2%} of "
+            "the inference thread"
+        )
+    return text
+
+
+def _summary(runs: list[Run], n: int) -> None:
+    def median(drift: bool, value: Callable[[Run], float]) -> float:
+        return statistics.median(value(r) for r in runs if r.drift == drift)
+
+    for what, value in (
+        ("wall", lambda r: r.wall),
+        ("CPU", lambda r: r.cpu),
+        ("inference thread CPU", lambda r: r.inference_cpu),
+    ):
+        off, on = median(False, value), median(True, value)
+        print(f"{what}, median: off {off:.2f}s, on {on:.2f}s ({on / off - 1:+.1%})")
+    print(
+        f"observe, median: {median(True, lambda r: r.observe / r.cpu):.2%} of the process's CPU, "
+        f"{median(True, lambda r: r.observe / r.inference_cpu):.2%} of the inference thread's"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -165,9 +221,7 @@ def main() -> None:
     source = "drift-bench-in-" + uuid.uuid4().hex[:6]
     created = [source]
     apply_topics({"bootstrap.servers": bootstrap}, [TopicDecl(name=source, partitions=PARTITIONS)])
-    times: dict[bool, list[float]] = {False: [], True: []}
-    cpus: dict[bool, list[float]] = {False: [], True: []}
-    shares: list[float] = []
+    runs: list[Run] = []
     clock = ObserveClock()
     try:
         _fill(bootstrap, source, args.events)
@@ -176,39 +230,15 @@ def main() -> None:
         order = [(i % 2 == 0) != (r % 2 == 0) for r in range(args.runs) for i in range(2)]
         for drift in order:
             load = os.getloadavg()[0]
-            elapsed, cpu = drain(bootstrap, source, args.events, drift, created)
-            times[drift].append(elapsed)
-            cpus[drift].append(cpu)
-            observed, calls = clock.take()
-            if drift:
-                shares.append(observed / cpu)
-            print(
-                f"drift {'on ' if drift else 'off'}: {args.events} events in {elapsed:6.2f}s "
-                f"= {args.events / elapsed:8.0f} events/s, CPU {cpu:6.2f}s = "
-                f"{cpu / args.events * 1e6:5.2f} us/event"
-                + (
-                    f", observe {observed * 1e3:5.0f} ms in {calls} calls = "
-                    f"{observed / cpu * 100:.2f}% of it"
-                    if drift
-                    else ""
-                )
-                + f" (load before: {load:.2f})",
-                flush=True,
-            )
+            run = drain(bootstrap, source, args.events, drift, created)
+            run.observe, run.calls = clock.take()
+            runs.append(run)
+            print(_line(run, args.events) + f" (load before: {load:.2f})", flush=True)
     finally:
         AdminClient({"bootstrap.servers": bootstrap}).delete_topics(created)
         if not args.bootstrap:
             stop_broker(work / "broker")
-    off, on = (statistics.median(times[k]) for k in (False, True))
-    print(f"median off: {args.events / off:8.0f} events/s ({off:.2f}s)")
-    print(f"median on : {args.events / on:8.0f} events/s ({on:.2f}s)")
-    print(f"drift costs {(1 - off / on) * 100:+.1f}% of throughput (medians)")
-    cpu_off, cpu_on = (statistics.median(cpus[k]) for k in (False, True))
-    print(
-        f"CPU per event, median: off {cpu_off / args.events * 1e6:.2f} us, "
-        f"on {cpu_on / args.events * 1e6:.2f} us ({(cpu_on / cpu_off - 1) * 100:+.1f}%)"
-    )
-    print(f"observe's share of the worker's CPU, median: {statistics.median(shares) * 100:.2f}%")
+    _summary(runs, args.events)
     print(f"machine: {_machine()}")
 
 
