@@ -94,6 +94,16 @@ def _size(bootstrap: str, topic: str) -> int:
         client.close()
 
 
+def _wait_visible(bootstrap: str, topics: list[str], timeout: float = 60.0) -> None:
+    """Until the broker's metadata lists ``topics``: the worker checks them once at start-up,
+    and on a loaded machine a topic just created can take a moment to show."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while not set(topics) <= set(admin.list_topics(timeout=10).topics):
+        assert time.monotonic() < deadline, f"topics not visible after {timeout}s: {topics}"
+        time.sleep(0.1)
+
+
 def _scrape_every_second(port: int, stop: threading.Event) -> None:
     while not stop.wait(1.0):
         with contextlib.suppress(OSError):
@@ -127,6 +137,7 @@ def drain(bootstrap: str, source: str, n: int, drift: bool, created: list[str]) 
         [TopicDecl(name=out, partitions=PARTITIONS), TopicDecl(name=dlq, partitions=1)],
     )
     created += [out, dlq]
+    _wait_visible(bootstrap, [out, dlq])
     settings = Settings(
         kafka={"bootstrap_servers": bootstrap, "group_id": "drift-bench-" + tag},
         topics={"inputs": [source], "output": out, "dead_letter": dlq},
@@ -221,6 +232,7 @@ def main() -> None:
     source = "drift-bench-in-" + uuid.uuid4().hex[:6]
     created = [source]
     apply_topics({"bootstrap.servers": bootstrap}, [TopicDecl(name=source, partitions=PARTITIONS)])
+    _wait_visible(bootstrap, [source])
     runs: list[Run] = []
     clock = ObserveClock()
     try:
