@@ -193,6 +193,9 @@ class ModelSettings(_Section):
     version: str = Field("1", min_length=1)
     device: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime's default")
+    # onnxruntime's pool threads spin between calls by default; that costs the pipeline's
+    # other threads their CPU. Spinning pays only for a model that runs back to back.
+    spin: bool = Field(False, description="let onnxruntime's idle threads spin")
     warmup: bool = True
     # GPU path (inference/runners.py). "auto": on for CUDA and TensorRT, off on a CPU.
     batch_buckets: Literal["auto", "off"] | list[int] = Field(

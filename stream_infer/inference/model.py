@@ -241,6 +241,13 @@ def _session_options(ort: Any, settings: ModelSettings) -> Any:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if settings.intra_op_threads:
         opts.intra_op_num_threads = settings.intra_op_threads
+    if not settings.spin:
+        # Idle pool threads sleep instead of spinning for the next call. Measured with
+        # the worker on a 12-feature model (2 cores, broker beside it): 9.5 µs of CPU
+        # an event with spinning, 4.9 µs without, at the same throughput: the spinning
+        # took the cores the consumer, the producer and the broker need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return opts
 
