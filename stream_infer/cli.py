@@ -217,7 +217,7 @@ def produce(
 
         events = generated_events(read_signature(settings.model.path))
     _cluster(settings)
-    conf = {**settings.kafka.base(), **settings.kafka.producer}
+    conf = {**settings.kafka.base(), **settings.kafka.producer_props()}
     acked = produce_events(conf, target, events, rate=rate, count=count)
     typer.echo(f"produced {acked} events to {target}", err=True)
 

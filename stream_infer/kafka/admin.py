@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from stream_infer.errors import KafkaClientError, kafka_error_text
+from stream_infer.kafka.security import authentication_failure
 from stream_infer.logging import get_logger, normalise_librdkafka
 
 __all__ = ["TOOL_TIMEOUT_S", "WORKER_TIMEOUT_S", "missing_topic_hint", "probe_cluster"]
@@ -39,12 +40,20 @@ _VAGUE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT}
 
 
 class _LastError:
-    """``error_cb``: keeps the most telling recent error (a refused connect over 'all down')."""
+    """``error_cb``: keeps the most telling recent error (a refused connect over 'all down').
 
-    def __init__(self) -> None:
+    A failed login or TLS handshake is kept as ``denied``: waiting for it to pass
+    would only turn a wrong password into a minute of "not answering yet".
+    """
+
+    def __init__(self, conf: dict[str, Any]) -> None:
         self.error: KafkaError | None = None
+        self.denied: str | None = None
+        self._conf = conf
 
     def __call__(self, err: KafkaError) -> None:
+        if self.denied is None:
+            self.denied = authentication_failure(err, self._conf)
         if self.error is None or err.code() not in _VAGUE or self.error.code() in _VAGUE:
             self.error = err
 
@@ -67,7 +76,7 @@ def probe_cluster(
     whose log would otherwise be silent for a minute); the tools stay quiet.
     """
     servers = conf.get("bootstrap.servers", "?")
-    last = _LastError()
+    last = _LastError(conf)
     client_conf: dict[str, Any] = {**conf, "logger": _muted, "log_level": 0, "error_cb": last}
     admin = AdminClient(client_conf)
     deadline = time.monotonic() + timeout
@@ -84,6 +93,8 @@ def probe_cluster(
             return admin.list_topics(timeout=max(0.1, min(cap, left)))
         except KafkaException as exc:
             admin.poll(0)  # serve error_cb: the reason lives there
+            if last.denied is not None:
+                raise KafkaClientError(last.denied) from None  # not retried: it will not pass
             if say_waiting and not failure:
                 log.info("the Kafka cluster is not answering yet; trying for up to %.0fs", timeout)
             failure[:] = [exc.args[0]]

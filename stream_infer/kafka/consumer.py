@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from stream_infer.errors import CommitError, KafkaClientError, StreamInferError, kafka_error_text
 from stream_infer.kafka.admin import WORKER_TIMEOUT_S, missing_topic_hint, probe_cluster
 from stream_infer.kafka.offsets import TopicPartition as TP
+from stream_infer.kafka.security import AUTHORIZATION, authentication_failure, denied
 from stream_infer.logging import get_logger, where
 
 __all__ = ["InputConsumer", "check_topics"]
@@ -62,6 +63,7 @@ class InputConsumer:
         on_lost: PartitionHook,
     ) -> None:
         conf = dict(conf)
+        self._conf = conf  # who we are, for the lines that say what we may not do
         conf.setdefault("logger", get_logger("librdkafka"))
         conf.setdefault("error_cb", self._on_error)
         conf["on_commit"] = self._on_commit
@@ -81,7 +83,11 @@ class InputConsumer:
     # -- callbacks (run inside consume/poll/close on this thread) ------------
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        refused = authentication_failure(err, self._conf)
+        if refused is not None:  # a wrong password or CA does not fix itself: stop
+            self.fatal = self.fatal or KafkaClientError(refused)
+            log.error("%s", refused)
+        elif err.fatal():
             self.fatal = KafkaClientError("the consumer hit a fatal error", err)
             log.error("consumer fatal error: %s", kafka_error_text(err))
         else:
@@ -97,7 +103,9 @@ class InputConsumer:
             return
         if cause.fatal() or cause.code() in _COMMIT_FATAL:
             # Nothing would ever be committed: every restart would redo everything.
-            self.fatal = CommitError("offsets cannot be committed", cause)
+            self.fatal = self._denied(cause, "commit offsets for") or CommitError(
+                "offsets cannot be committed", cause
+            )
             log.error("offset commit failed for good: %s", kafka_error_text(cause))
             return
         log.warning("offset commit failed (will retry): %s", kafka_error_text(cause))
@@ -191,6 +199,11 @@ class InputConsumer:
                 # A fatal error reaches the queue as code _FATAL, without the fatal flag.
                 if err.fatal() or err.code() == KafkaError._FATAL:
                     self.fatal = KafkaClientError("the consumer hit a fatal error", err)
+                refused = self._denied(err, "read", m.topic())
+                if refused is not None:
+                    self.fatal = self.fatal or refused
+                    log.error("%s", refused)
+                    continue
                 level = 20 if err.code() in _TRANSIENT else 40
                 log.log(
                     level,
@@ -199,6 +212,21 @@ class InputConsumer:
                     kafka_error_text(err),
                 )
         return good
+
+    def _denied(
+        self, err: KafkaError, what: str, topic: str | None = None
+    ) -> KafkaClientError | None:
+        """An authorization failure as one line that names the principal and the resource."""
+        if err.code() not in AUTHORIZATION:
+            return None
+        group = self._conf.get("group.id")
+        if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED or not topic:
+            line = denied(err, self._conf, f"{what} consumer group", f"'{group}'", "READ on it")
+        else:
+            line = denied(
+                err, self._conf, what, f"topic '{topic}' (topics.inputs)", "READ and DESCRIBE on it"
+            )
+        return KafkaClientError(line)
 
     def pause(self) -> None:
         if not self.paused:
@@ -225,7 +253,9 @@ class InputConsumer:
             err = exc.args[0]
             if err.code() == KafkaError._NO_OFFSET:
                 return
-            raise CommitError("offset commit failed", err) from None
+            raise self._denied(err, "commit offsets for") or CommitError(
+                "offset commit failed", err
+            ) from None
         if result:
             failed = [p for p in result if p.error is not None]
             if failed:
@@ -273,7 +303,14 @@ def check_topics(
     for key, names in topics.items():
         for name in names:
             info = meta.topics.get(name)
-            if info is None or info.error is not None:
+            error = info.error if info is not None else None
+            if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                grant = "READ" if key == "topics.inputs" else "WRITE"
+                raise KafkaClientError(
+                    denied(error, admin_conf, "describe", f"topic '{name}' ({key})",
+                           f"DESCRIBE and {grant} on it")
+                )  # fmt: skip
+            if info is None or error is not None:
                 missing.append((key, name))
     if missing:
         listed = ", ".join(f"{key} '{name}'" for key, name in missing)
