@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -22,7 +22,13 @@ from stream_infer.errors import KafkaClientError, kafka_error_text
 from stream_infer.kafka.security import authentication_failure
 from stream_infer.logging import get_logger, normalise_librdkafka
 
-__all__ = ["TOOL_TIMEOUT_S", "WORKER_TIMEOUT_S", "missing_topic_hint", "probe_cluster"]
+__all__ = [
+    "TOOL_TIMEOUT_S",
+    "WORKER_TIMEOUT_S",
+    "authorized_operations",
+    "missing_topic_hint",
+    "probe_cluster",
+]
 
 log = get_logger("kafka")
 
@@ -133,3 +139,35 @@ def missing_topic_hint(names: list[str]) -> str:
     return (
         f"declare it in {files} with its name and partitions, then run `stream-infer topics apply`"
     )
+
+
+def authorized_operations(
+    conf: dict[str, Any], names: list[str], timeout: float = 10.0
+) -> dict[str, set[str] | KafkaError]:
+    """What this client may do on each topic (KIP-430), or the error describing it gave.
+
+    A missing ACL found here stops a worker before it consumes anything, with
+    the resource named, instead of at its first produce. Topics the broker did
+    not answer for (an old broker, a timeout) are left out: the clients' own
+    errors still catch what this cannot.
+    """
+    quiet: dict[str, Any] = {**conf, "logger": _muted, "log_level": 0}
+    admin = AdminClient(quiet)
+    out: dict[str, set[str] | KafkaError] = {}
+    try:
+        futures = admin.describe_topics(
+            TopicCollection(list(dict.fromkeys(names))), include_authorized_operations=True
+        )
+    except KafkaException:
+        return out
+    for name, future in futures.items():
+        try:
+            ops = future.result(timeout=timeout).authorized_operations
+        except KafkaException as exc:
+            out[name] = exc.args[0]
+            continue
+        except Exception:  # a timeout or an unsupported request: leave it to the clients
+            continue
+        if ops:
+            out[name] = {op.name for op in ops}
+    return out

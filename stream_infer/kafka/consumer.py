@@ -14,7 +14,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream_infer.errors import CommitError, KafkaClientError, StreamInferError, kafka_error_text
-from stream_infer.kafka.admin import WORKER_TIMEOUT_S, missing_topic_hint, probe_cluster
+from stream_infer.kafka.admin import (
+    WORKER_TIMEOUT_S,
+    authorized_operations,
+    missing_topic_hint,
+    probe_cluster,
+)
 from stream_infer.kafka.offsets import TopicPartition as TP
 from stream_infer.kafka.security import AUTHORIZATION, authentication_failure, denied
 from stream_infer.logging import get_logger, where
@@ -213,18 +218,26 @@ class InputConsumer:
                 )
         return good
 
+    @property
+    def group_id(self) -> str:
+        return str(self._conf.get("group.id"))
+
     def _denied(
         self, err: KafkaError, what: str, topic: str | None = None
     ) -> KafkaClientError | None:
         """An authorization failure as one line that names the principal and the resource."""
         if err.code() not in AUTHORIZATION:
             return None
-        group = self._conf.get("group.id")
         if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED or not topic:
-            line = denied(err, self._conf, f"{what} consumer group", f"'{group}'", "READ on it")
+            group = f"'{self.group_id}'"
+            line = denied(err.name(), self._conf, f"{what} consumer group", group, "READ on it")
         else:
             line = denied(
-                err, self._conf, what, f"topic '{topic}' (topics.inputs)", "READ and DESCRIBE on it"
+                err.name(),
+                self._conf,
+                what,
+                f"topic '{topic}' (topics.inputs)",
+                "READ and DESCRIBE on it",
             )
         return KafkaClientError(line)
 
@@ -299,19 +312,23 @@ def check_topics(
     that names it and the config key, never an auto-created surprise.
     """
     meta = probe_cluster(admin_conf, timeout, say_waiting=True)
+    allowed = authorized_operations(admin_conf, [n for names in topics.values() for n in names])
     missing = []
     for key, names in topics.items():
+        need = "READ" if key == "topics.inputs" else "WRITE"
+        verb = "read" if key == "topics.inputs" else "write to"
+        grant = f"DESCRIBE and {need} on it"
         for name in names:
+            ops = allowed.get(name)
+            if isinstance(ops, KafkaError) and ops.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                resource = f"topic '{name}' ({key})"
+                raise KafkaClientError(denied(ops.name(), admin_conf, "describe", resource, grant))
             info = meta.topics.get(name)
-            error = info.error if info is not None else None
-            if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                grant = "READ" if key == "topics.inputs" else "WRITE"
-                raise KafkaClientError(
-                    denied(error, admin_conf, "describe", f"topic '{name}' ({key})",
-                           f"DESCRIBE and {grant} on it")
-                )  # fmt: skip
-            if info is None or error is not None:
+            if info is None or info.error is not None:
                 missing.append((key, name))
+            elif isinstance(ops, set) and need not in ops:
+                line = denied(f"no {need} ACL", admin_conf, verb, f"topic '{name}' ({key})", grant)
+                raise KafkaClientError(line)
     if missing:
         listed = ", ".join(f"{key} '{name}'" for key, name in missing)
         hint = missing_topic_hint([name for _, name in missing])

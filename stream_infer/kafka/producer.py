@@ -35,6 +35,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from stream_infer.errors import ProduceError, Stage, kafka_error_text
 from stream_infer.inference.envelope import Headers, SourceRecord, dead_letter_headers, error_class
 from stream_infer.kafka.offsets import Batch
+from stream_infer.kafka.security import AUTHORIZATION, authentication_failure, denied
 from stream_infer.logging import SampledLog, get_logger, where
 
 __all__ = ["Deliveries", "OutputProducer", "verdict"]
@@ -113,8 +114,17 @@ class OutputProducer:
         self._client = Producer(self._conf)
         self.fatal: BaseException | None = None
 
+    @property
+    def conf(self) -> dict[str, Any]:
+        """The client's configuration (secrets included: for naming the principal only)."""
+        return self._conf
+
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        refused = authentication_failure(err, self._conf)
+        if refused is not None:  # a wrong password or CA does not fix itself: stop
+            self.fatal = self.fatal or ProduceError(refused)
+            log.error("%s", refused)
+        elif err.fatal():
             self.fatal = ProduceError("the producer hit a fatal error", err)
             log.error("producer fatal error: %s", kafka_error_text(err))
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
@@ -306,6 +316,13 @@ class Deliveries:
 
     def _undeliverable(self, batch: Batch, i: int, kind: int, err: KafkaError) -> None:
         what = ("prediction", "dead letter", "dead-letter stub")[kind]
+        if err.code() in AUTHORIZATION:
+            dlq = kind != PREDICTION
+            topic, key = (self._dlq, "dead_letter") if dlq else (self._output, "output")
+            resource, grant = f"topic '{topic}' (topics.{key})", "WRITE and DESCRIBE on it"
+            line = denied(err.name(), self._producer.conf, "write to", resource, grant)
+            self._fail(ProduceError(f"{line}; {what} for {_origin(batch, i)} not delivered"))
+            return
         self._fail(ProduceError(f"{what} for {_origin(batch, i)} cannot be delivered", err))
 
     def _stub(self, batch: Batch, i: int, err: KafkaError) -> None:

@@ -144,9 +144,13 @@ def authentication_failure(err: KafkaError, conf: dict[str, Any]) -> str | None:
     return None
 
 
-def denied(err: KafkaError, conf: dict[str, Any], what: str, resource: str, grant: str) -> str:
-    """One line for an authorization failure: who, what it tried, on which resource, the fix."""
+def denied(code: str, conf: dict[str, Any], what: str, resource: str, grant: str) -> str:
+    """One line for an authorization failure: who, what it tried, on which resource, the fix.
+
+    ``code`` is the Kafka error's name (``TOPIC_AUTHORIZATION_FAILED``), or what
+    the start-up check found missing.
+    """
     return (
         f"not authorized: {principal(conf)} may not {what} {resource} "
-        f"[{err.name()}]; grant {grant} (see the README's ACL table)"
+        f"[{code}]; grant {grant} (see the README's ACL table)"
     )

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from stream_infer.errors import ProduceError, kafka_error_text
@@ -47,6 +47,7 @@ from stream_infer.kafka.consumer import InputConsumer
 from stream_infer.kafka.offsets import Batch, OffsetTracker
 from stream_infer.kafka.offsets import TopicPartition as TP
 from stream_infer.kafka.producer import FENCED, Deliveries, OutputProducer
+from stream_infer.kafka.security import AUTHORIZATION, denied
 from stream_infer.logging import get_logger
 
 __all__ = ["TransactionCommitter", "transactional_id"]
@@ -95,7 +96,28 @@ class TransactionCommitter:
 
     def start(self) -> None:
         """Register the transactional id (fencing any previous holder of it)."""
-        self._producer.init_transactions(self._timeout)
+        try:
+            self._producer.init_transactions(self._timeout)
+        except KafkaException as exc:
+            raise self._refusal(exc.args[0], "initialising transactions") from None
+
+    def _refusal(self, err: Any, what: str) -> ProduceError:
+        """The error that stops the worker: a missing ACL named as such, else the Kafka error."""
+        if err.code() not in AUTHORIZATION:
+            return ProduceError(f"{what} failed", err)
+        conf = self._producer.conf
+        txn_id = str(conf.get("transactional.id"))
+        prefix = txn_id[: len(txn_id) - len(txn_id.rsplit("-", 1)[-1])]
+        if err.code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            resource, grant = "the cluster", "IDEMPOTENT_WRITE on the cluster"
+        elif err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            resource, grant = f"consumer group '{self._consumer.group_id}'", "READ on the group"
+        elif err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            resource, grant = "a topic of the transaction", "WRITE on the output topics"
+        else:
+            resource = f"transactional id '{txn_id}'"
+            grant = f"WRITE and DESCRIBE on transactional ids with the prefix '{prefix}'"
+        return ProduceError(f"{denied(err.name(), conf, 'use', resource, grant)} ({what})")
 
     # -- producing ----------------------------------------------------------------
 
@@ -201,6 +223,8 @@ class TransactionCommitter:
 
     def _failed(self, err: Any, what: str) -> None:
         """An error from the transactional API: abort, rebuild, or stop (lock held)."""
+        if err.code() in AUTHORIZATION:  # aborting and redoing would only fail the same way
+            raise self._refusal(err, what)
         if err.txn_requires_abort() or (not err.fatal() and self._deliveries.txn_failure):
             self._abort(f"{what} failed: {kafka_error_text(err)}")
         elif err.fatal() and err.code() in FENCED:
