@@ -39,6 +39,7 @@ __all__ = [
     "ADMIN",
     "USER",
     "SecureBroker",
+    "describe",
     "make_certificate",
     "make_pki",
     "secure_settings",
@@ -294,3 +295,33 @@ def secure_settings(broker: SecureBroker, user: str = USER, mtls: bool = False) 
         },
         "secrets": {"sasl.password": str(broker.password_file(user))},
     }
+
+
+def describe(broker: SecureBroker) -> str:
+    """What ``broker start --secure`` prints: where to connect, and the settings to use."""
+    import yaml
+
+    kafka = secure_settings(broker)
+    mtls = secure_settings(broker, mtls=True)
+    folder = broker.folder
+    return "\n".join(
+        [
+            f"secured broker running: pid {broker.status.pid}, data {broker.status.data_dir}",
+            f"  SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN): {broker.bootstrap}",
+            f"  SSL with client certificates (mTLS):            {broker.mtls_bootstrap}",
+            f"  PLAINTEXT, admin (super user), loopback only:   {broker.admin_bootstrap}",
+            f"  CA certificate: {broker.ca_file}",
+            f"  users: {USER} (ACLs only), {ADMIN} (super user); passwords in "
+            f"{folder}/<user>.password",
+            "",
+            "# worker settings (SCRAM over TLS; the password is read from the file):",
+            yaml.safe_dump({"kafka": kafka}, sort_keys=False).rstrip(),
+            "# or mTLS: the client certificate's CN is the principal, User:stream-infer",
+            "#   "
+            + yaml.safe_dump({"kafka": mtls}, sort_keys=False).rstrip().replace("\n", "\n#   "),
+            "",
+            f"# User:{USER} may do nothing yet; grant what a worker of that config needs:",
+            f"#   stream-infer acls --config worker.yaml --principal User:{USER} "
+            f"--apply {broker.admin_bootstrap}",
+        ]
+    )

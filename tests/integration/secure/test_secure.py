@@ -154,3 +154,55 @@ def test_a_missing_acl_stops_the_worker_with_one_line(
     assert "\n" not in text
     # Nothing committed past the first event (whose outputs could not all be written).
     assert committed(admin, settings) == {}
+
+
+@pytest.mark.parametrize("topic", ["output", "dead_letter"])
+def test_write_revoked_while_running_stops_it_and_commits_nothing_after(
+    secure_broker: SecureBroker,
+    make_secure_settings: SecureSettings,
+    linear_model: Path,
+    topic: str,
+) -> None:
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    settings = make_secure_settings(linear_model, partitions=1)
+    admin = secure_broker.admin_bootstrap
+    keys, values = events(10)
+    send(admin, settings.topics.inputs[0], values, keys)
+    worker = Worker(settings)
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _run(worker, errors), daemon=True)
+    thread.start()
+    wait_for(lambda: sum(committed(admin, settings).values()) == 10, 60, "first commit", worker)
+    name = getattr(settings.topics, topic)
+    revoke = AclBindingFilter(
+        ResourceType.TOPIC, name, ResourcePatternType.LITERAL, None, None,
+        AclOperation.WRITE, AclPermissionType.ANY,
+    )  # fmt: skip
+    client = AdminClient({"bootstrap.servers": admin})  # kept alive until the futures resolve
+    for future in client.delete_acls([revoke]).values():
+        assert future.result(timeout=30)
+    poison = [b"not json"] if topic == "dead_letter" else []
+    more_keys, more = events(10, start=10)
+    send(admin, settings.topics.inputs[0], [*poison, *more], [*poison, *more_keys])
+    thread.join(60)
+    assert not thread.is_alive(), "the worker did not stop"
+    assert errors, "the worker stopped without an error"
+    key = "dead_letter" if topic == "dead_letter" else "output"
+    assert f"may not write to topic '{name}' (topics.{key})" in str(errors[0]), errors[0]
+    assert str(errors[0]).startswith("not authorized: User:stream-infer")
+    assert sum(committed(admin, settings).values()) == 10  # nothing past the refused outputs
+
+
+def _run(worker: Worker, errors: list[BaseException]) -> None:
+    try:
+        worker.run()
+    except BaseException as exc:
+        errors.append(exc)
