@@ -462,9 +462,18 @@ def _env_origin(loc: tuple[Any, ...]) -> str:
     return ""
 
 
+# The last location part pydantic adds for each branch of a client property's union type.
+_UNION_BRANCHES = {"str", "int", "float", "bool"}
+
+
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(part) for part in err.get("loc", ()))
+    parts = tuple(err.get("loc", ()))
     msg = str(err.get("msg", "invalid"))
+    if parts and (parts[-1] in _UNION_BRANCHES or "[" in str(parts[-1])):
+        # One line per property, not one per branch of str | int | float | bool | SecretStr.
+        parts, msg = parts[:-1], "must be a string, a number or a boolean"
+        err = {**err, "loc": parts}
+    loc = ".".join(str(part) for part in parts)
     msg = msg.removeprefix("Value error, ")
     origin = _env_origin(tuple(err.get("loc", ())))
     if err.get("type") == "extra_forbidden":
@@ -506,5 +515,6 @@ def load_settings(path: str | Path | None = None) -> Settings:
         ) from None
     except ValidationError as exc:
         where = f" in {path}" if path is not None else ""
-        details = "; ".join(_describe(e) for e in exc.errors())  # type: ignore[arg-type]
+        described = [_describe(e) for e in exc.errors()]  # type: ignore[arg-type]
+        details = "; ".join(dict.fromkeys(described))
         raise ConfigError(f"invalid configuration{where}: {details}") from None
