@@ -22,6 +22,10 @@ from stream_infer.inference.model import InputSpec, Signature
 __all__ = ["Decoded", "Decoder", "Rows"]
 
 _EXACT_FLOAT_INT = 2.0**53
+# Hostile-input guard (see Decoder._max_bytes): room per model value, and for the rest of
+# an event (id, ignored fields). A JSON number needs at most ~25 bytes ("-1.2345678901234567e-308").
+_BYTES_PER_VALUE = 64
+_EVENT_OVERHEAD_BYTES = 64 * 1024
 _ACCEPTED_SCALARS: dict[str, tuple[type, ...]] = {
     "f": (int, float),
     "i": (int, float),  # floats are accepted when integral (1.0), checked on cast
@@ -171,6 +175,7 @@ class Decoder:
         # test below finds the (rare) events that need the strict check.
         self._numeric = any(spec.kind in "iuf" for spec in self._specs)
         self._known = set(self._names)
+        self._max_bytes = _max_event_bytes(signature.inputs)
 
     def decode(self, values: Sequence[bytes | str | None]) -> Decoded:
         """Decode a batch; whatever goes wrong is pinned on the event that caused it.
@@ -202,9 +207,13 @@ class Decoder:
         columns: list[list[Any]] = [[] for _ in self._specs]
         suspicious: list[int] = []
         loads, single, names = orjson.loads, self._single, self._names
+        max_bytes, too_long = self._max_bytes, self._too_long
         for i, raw in enumerate(values):
             if raw is None:
                 rejects.append((i, DecodeError("tombstone: the message has no value")))
+                continue
+            if max_bytes is not None and len(raw) > max_bytes:  # hostile-input guard
+                rejects.append((i, ValidationError(_too_big(len(raw), max_bytes))))
                 continue
             try:
                 doc = loads(raw)
@@ -224,7 +233,7 @@ class Decoder:
                 )
                 continue
             if type(features) is dict:
-                problem = self._check_names(features)
+                problem = self._check_names(features) or too_long(features)
                 if problem:
                     rejects.append((i, ValidationError(problem)))
                     continue
@@ -235,6 +244,10 @@ class Decoder:
                 rejects.append((i, ValidationError(f"'features' {why}")))
                 continue
             elif single is not None:
+                problem = too_long({single: features})  # hostile-input guard
+                if problem:
+                    rejects.append((i, ValidationError(problem)))
+                    continue
                 columns[0].append(features)
             else:
                 rejects.append(
@@ -268,6 +281,19 @@ class Decoder:
         extra = [k for k in keys if k not in self._known]
         if extra:
             return f"features has unknown input {', '.join(map(repr, extra))} {inputs}"
+        return None
+
+    def _too_long(self, features: dict[str, Any]) -> str | None:
+        """Hostile-input guard: a row longer than a fixed first axis, said before arrays are built.
+
+        A million numbers for a 12-feature model would otherwise be stacked and
+        walked element by element on the slow path; the length says it all.
+        """
+        for spec in self._specs:
+            value = features.get(spec.name)
+            want = spec.shape[0] if spec.shape else None
+            if want is not None and type(value) is list and len(value) > want:
+                return self._shape_message(self._label(spec), spec, (len(value),))
         return None
 
     def _label(self, spec: InputSpec) -> str:
@@ -418,6 +444,28 @@ class Decoder:
                     return f"{where} = {v!r} is a float too large to be an exact integer"
             return f"{where} = {v!r} is out of range for {spec.dtype.name}"
         return f"{label} does not fit {spec.dtype.name}"  # pragma: no cover
+
+
+def _max_event_bytes(specs: tuple[InputSpec, ...]) -> int | None:
+    """The largest event worth parsing for these inputs; None for dynamic axes or strings.
+
+    An event bigger than every value of the model at its longest spelling, plus
+    64 KiB for the id and fields the worker ignores, cannot be valid: it is
+    refused unparsed, so that a batch of 1 MiB events costs no more than their bytes.
+    """
+    values = 0
+    for spec in specs:
+        if spec.kind == "O" or any(d is None for d in spec.shape):
+            return None  # a text or a sequence may be long for good reasons
+        values += math.prod(d for d in spec.shape if d is not None)
+    return _EVENT_OVERHEAD_BYTES + _BYTES_PER_VALUE * values
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (
+        f"event is {size} bytes, more than any valid event for this model can be "
+        f"({limit} bytes); refused unparsed"
+    )
 
 
 def _kind_word(spec: InputSpec) -> str:
