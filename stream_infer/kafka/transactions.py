@@ -107,7 +107,7 @@ class TransactionCommitter:
             return ProduceError(f"{what} failed", err)
         conf = self._producer.conf
         txn_id = str(conf.get("transactional.id"))
-        prefix = txn_id[: len(txn_id) - len(txn_id.rsplit("-", 1)[-1])]
+        prefix = transactional_id(self._consumer.group_id, "")
         if err.code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
             resource, grant = "the cluster", "IDEMPOTENT_WRITE on the cluster"
         elif err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:

@@ -98,6 +98,8 @@ def apply_acls(admin_conf: dict[str, Any], grants: list[Grant], principal: str) 
         for g in grants
         for op in g.operations
     ]
+    if not bindings:
+        return 0
     admin = AdminClient(admin_conf)
     for future in admin.create_acls(bindings).values():
         future.result(timeout=30)

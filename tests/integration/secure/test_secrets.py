@@ -23,6 +23,7 @@ import typer
 import yaml
 
 from stream_infer.cli import app
+from stream_infer.config import Settings
 from stream_infer.tools.securebroker import USER, SecureBroker
 from tests.conftest import free_port
 from tests.integration.conftest import ROOT, events, read, send, wait_for_log, write_config
@@ -163,3 +164,48 @@ def test_a_wrong_password_is_one_line_and_exit_1(
     assert "not answering yet" not in result.stderr and "cannot reach" not in result.stderr
     assert "wrong-password-123" not in result.stdout + result.stderr
     assert took < 30, f"{took:.0f}s"
+
+
+def test_acls_command_prints_and_applies_the_table(
+    secure_broker: SecureBroker, make_secure_settings: SecureSettings, linear_model: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    def nothing(s: Settings) -> dict[str, tuple[str, ...]]:
+        """User:stream-infer gets no grant here: this test grants User:other."""
+        names = (*s.topics.inputs, s.topics.output, s.topics.dead_letter, s.kafka.group_id)
+        return dict.fromkeys((*names, f"stream-infer-{s.kafka.group_id}-"), ())
+
+    settings = make_secure_settings(linear_model, guarantee="exactly_once", drop=nothing)
+    config = write_config(settings, tmp_path / "worker.yaml")
+    env = {**os.environ}
+    printed = _cli("acls", "--config", str(config), "--principal", "User:other", env=env)
+    assert printed.returncode == 0 and len(printed.stdout.splitlines()) == 5
+    assert settings.topics.output in printed.stdout and "--resource-pattern-type prefixed" in (
+        printed.stdout
+    )
+    admin = secure_broker.admin_bootstrap
+    applied = _cli("acls", "--config", str(config), "--principal", "User:other",
+                   "--apply", admin, env=env)  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    # READ+DESCRIBE, WRITE+DESCRIBE twice, READ, WRITE+DESCRIBE on the transactional ids.
+    assert applied.stdout.strip() == f"created 9 ACL bindings for User:other through {admin}"
+    everything = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, "User:other", None,
+        AclOperation.ANY, AclPermissionType.ANY,
+    )  # fmt: skip
+    client = AdminClient({"bootstrap.servers": admin})
+    found = client.describe_acls(everything).result(timeout=30)
+    names = {(b.name, b.operation.name) for b in found}
+    assert (settings.topics.output, "WRITE") in names
+    assert (settings.kafka.group_id, "READ") in names
+    assert (f"stream-infer-{settings.kafka.group_id}-", "WRITE") in names
+    assert printed.stdout.count("User:other") == 5

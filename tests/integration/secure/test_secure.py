@@ -115,7 +115,11 @@ def test_untrusted_certificate_names_the_ca_file(
         ("output", "at_least_once", "may not write to topic '{output}' (topics.output)"),
         ("dead-letter", "at_least_once", "may not write to topic '{dlq}' (topics.dead_letter)"),
         ("output", "exactly_once", "topic"),
-        ("transactional-id", "exactly_once", "transactional id 'stream-infer-{group}-"),
+        (
+            "transactional-id",
+            "exactly_once",
+            "transactional id 'stream-infer-{group}-",
+        ),
     ],
 )
 def test_a_missing_acl_stops_the_worker_with_one_line(
@@ -152,6 +156,11 @@ def test_a_missing_acl_stops_the_worker_with_one_line(
     assert text.startswith("not authorized: User:stream-infer (SCRAM-SHA-512) may not "), text
     assert expected.format(**names) in text, text
     assert "\n" not in text
+    if missing == "transactional-id":
+        prefix = f"stream-infer-{settings.kafka.group_id}-"
+        assert text.endswith(
+            f"with the prefix '{prefix}' (see the README's ACL table) (initialising transactions)"
+        ), text
     # Nothing committed past the first event (whose outputs could not all be written).
     assert committed(admin, settings) == {}
 
