@@ -24,7 +24,7 @@ from stream_infer.kafka.offsets import TopicPartition as TP
 from stream_infer.kafka.security import AUTHORIZATION, authentication_failure, denied
 from stream_infer.logging import get_logger, where
 
-__all__ = ["InputConsumer", "check_topics"]
+__all__ = ["InputConsumer", "check_topics", "topic_acl_problem"]
 
 log = get_logger("consumer")
 
@@ -312,25 +312,38 @@ def check_topics(
     that names it and the config key, never an auto-created surprise.
     """
     meta = probe_cluster(admin_conf, timeout, say_waiting=True)
-    allowed = authorized_operations(admin_conf, [n for names in topics.values() for n in names])
-    missing = []
-    for key, names in topics.items():
-        need = "READ" if key == "topics.inputs" else "WRITE"
-        verb = "read" if key == "topics.inputs" else "write to"
-        grant = f"DESCRIBE and {need} on it"
-        for name in names:
-            ops = allowed.get(name)
-            if isinstance(ops, KafkaError) and ops.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                resource = f"topic '{name}' ({key})"
-                raise KafkaClientError(denied(ops.name(), admin_conf, "describe", resource, grant))
-            info = meta.topics.get(name)
-            if info is None or info.error is not None:
-                missing.append((key, name))
-            elif isinstance(ops, set) and need not in ops:
-                line = denied(f"no {need} ACL", admin_conf, verb, f"topic '{name}' ({key})", grant)
-                raise KafkaClientError(line)
+    problem = topic_acl_problem(admin_conf, topics)
+    if problem is not None:
+        raise KafkaClientError(problem)
+    missing = [
+        (key, name)
+        for key, names in topics.items()
+        for name in names
+        if meta.topics.get(name) is None or meta.topics[name].error is not None
+    ]
     if missing:
         listed = ", ".join(f"{key} '{name}'" for key, name in missing)
         hint = missing_topic_hint([name for _, name in missing])
         raise StreamInferError(f"topic does not exist: {listed} ({hint})")
     return {name: len(meta.topics[name].partitions) for name in topics.get("topics.inputs", [])}
+
+
+def topic_acl_problem(admin_conf: dict[str, Any], topics: dict[str, list[str]]) -> str | None:
+    """The first topic this principal may not use as configured, as one line; else None.
+
+    ``topics`` maps a config key (``topics.inputs``, ``topics.output``, ...) to
+    its topics: inputs need READ, the others WRITE, all DESCRIBE. Topics that do
+    not exist are left to the caller.
+    """
+    allowed = authorized_operations(admin_conf, [n for names in topics.values() for n in names])
+    for key, names in topics.items():
+        need = "READ" if key == "topics.inputs" else "WRITE"
+        verb = "read" if key == "topics.inputs" else "write to"
+        grant = f"DESCRIBE and {need} on it"
+        for name in names:
+            ops, resource = allowed.get(name), f"topic '{name}' ({key})"
+            if isinstance(ops, KafkaError) and ops.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                return denied(ops.name(), admin_conf, "describe", resource, grant)
+            if isinstance(ops, set) and need not in ops:
+                return denied(f"no {need} ACL", admin_conf, verb, resource, grant)
+    return None

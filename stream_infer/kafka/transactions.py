@@ -55,6 +55,7 @@ __all__ = ["TransactionCommitter", "transactional_id"]
 log = get_logger("transactions")
 
 _REBUILDS_PER_MINUTE = 3
+_ABORTS_BEFORE_DIAGNOSIS = 3  # in a row, without a commit: then ask whether an ACL is missing
 
 
 def transactional_id(group: str, worker_id: str) -> str:
@@ -75,6 +76,7 @@ class TransactionCommitter:
         every_s: float,
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        diagnose: Callable[[], str | None] | None = None,
     ) -> None:
         self._producer = producer
         self._deliveries = deliveries
@@ -89,6 +91,10 @@ class TransactionCommitter:
         self._safe: dict[TP, int] = {}  # where each partition resumes after an abort
         self._last = 0.0
         self._rebuilt: deque[float] = deque(maxlen=_REBUILDS_PER_MINUTE)
+        # Asked after aborts in a row: a missing ACL fails every transaction the same way,
+        # and librdkafka reports it only in its log (deliveries come back purged).
+        self._diagnose = diagnose
+        self._aborts_in_row = 0
         self.epoch = 0  # bumped by every abort: batches consumed before it are stale
         self.commits = 0
         self.aborts = 0
@@ -220,6 +226,7 @@ class TransactionCommitter:
                 deliveries.acknowledge(batch)
             self._safe.update(offsets)
             self.commits += 1
+            self._aborts_in_row = 0
 
     def _failed(self, err: Any, what: str) -> None:
         """An error from the transactional API: abort, rebuild, or stop (lock held)."""
@@ -230,7 +237,16 @@ class TransactionCommitter:
         elif err.fatal() and err.code() in FENCED:
             self._rebuild(f"{what} failed: {kafka_error_text(err)}")
         else:
-            raise ProduceError(f"{what} failed", err)
+            raise self._diagnosed(ProduceError(f"{what} failed", err))
+
+    def _diagnosed(self, error: ProduceError) -> ProduceError:
+        """The error to stop with: a missing ACL, when one explains it, else ``error``.
+
+        A transaction that a missing WRITE doomed ends in errors that say nothing of
+        ACLs (purged deliveries, then INVALID_TXN_STATE from the abort).
+        """
+        problem = self._diagnose() if self._diagnose is not None else None
+        return ProduceError(problem) if problem is not None else error
 
     def _abort(self, why: str) -> None:
         log.warning(
@@ -246,8 +262,13 @@ class TransactionCommitter:
             if err.fatal() and err.code() in FENCED:
                 self._rebuild(f"aborting failed: {kafka_error_text(err)}")
                 return
-            raise ProduceError("aborting the transaction failed", err) from None
+            raise self._diagnosed(ProduceError("aborting the transaction failed", err)) from None
         self.aborts += 1
+        self._aborts_in_row += 1
+        if self._diagnose is not None and self._aborts_in_row % _ABORTS_BEFORE_DIAGNOSIS == 0:
+            problem = self._diagnose()
+            if problem is not None:
+                raise ProduceError(problem)
         self._rewind()
 
     def _rebuild(self, why: str) -> None:

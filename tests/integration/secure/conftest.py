@@ -9,12 +9,13 @@ minus whatever a test leaves out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_infer.config import Settings
 from stream_infer.tools.acls import Grant, apply_acls, worker_acls
@@ -30,6 +31,12 @@ from tests.conftest import free_port
 from tests.integration.conftest import _merge, unique
 
 PRINCIPAL = f"User:{USER}"
+# A group's coordinator answers these while it moves or loads; asking again is the cure.
+_SETTLING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
 
 
 @pytest.fixture(scope="session")
@@ -106,12 +113,24 @@ def make_secure_settings(secure_broker: SecureBroker) -> SecureSettings:
 
 
 def committed(admin: str, settings: Settings) -> dict[tuple[str, int], int]:
-    """The group's committed offsets on its input partitions (only those it committed)."""
+    """The group's committed offsets on its input partitions (only those it committed).
+
+    A group's coordinator may move or still be loading: such answers are asked again.
+    """
     topic = settings.topics.inputs[0]
     client = Consumer({"bootstrap.servers": admin, "group.id": settings.kafka.group_id})
     try:
         parts = client.list_topics(topic, timeout=10).topics[topic].partitions
-        found = client.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+        for attempt in range(50):
+            try:
+                found = client.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+            except KafkaException as exc:
+                settling = exc.args[0].code() in _SETTLING or exc.args[0].retriable()
+                if not settling or attempt == 49:
+                    raise
+                time.sleep(0.1)  # the coordinator settles on its own; nothing to wait on
+                continue
+            return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+        raise AssertionError("unreachable")
     finally:
         client.close()

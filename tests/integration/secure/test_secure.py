@@ -165,12 +165,16 @@ def test_a_missing_acl_stops_the_worker_with_one_line(
     assert committed(admin, settings) == {}
 
 
-@pytest.mark.parametrize("topic", ["output", "dead_letter"])
+@pytest.mark.parametrize(
+    ("topic", "guarantee"),
+    [("output", "at_least_once"), ("dead_letter", "at_least_once"), ("output", "exactly_once")],
+)
 def test_write_revoked_while_running_stops_it_and_commits_nothing_after(
     secure_broker: SecureBroker,
     make_secure_settings: SecureSettings,
     linear_model: Path,
     topic: str,
+    guarantee: str,
 ) -> None:
     from confluent_kafka.admin import (
         AclBindingFilter,
@@ -181,7 +185,7 @@ def test_write_revoked_while_running_stops_it_and_commits_nothing_after(
         ResourceType,
     )
 
-    settings = make_secure_settings(linear_model, partitions=1)
+    settings = make_secure_settings(linear_model, guarantee, partitions=1)
     admin = secure_broker.admin_bootstrap
     keys, values = events(10)
     send(admin, settings.topics.inputs[0], values, keys)
