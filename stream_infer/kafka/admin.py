@@ -59,7 +59,7 @@ class _LastError:
 
     def __call__(self, err: KafkaError) -> None:
         if self.denied is None:
-            self.denied = authentication_failure(err, self._conf)
+            self.denied = authentication_failure(err, self._conf, probe_tls=True)
         if self.error is None or err.code() not in _VAGUE or self.error.code() in _VAGUE:
             self.error = err
 

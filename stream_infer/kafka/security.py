@@ -12,6 +12,8 @@ the mechanism and file paths only.
 
 from __future__ import annotations
 
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "check_security",
     "denied",
     "principal",
+    "verify_reason",
 ]
 
 # librdkafka properties that name a file it reads at client creation.
@@ -119,11 +122,40 @@ def principal(conf: dict[str, Any]) -> str:
     return "User:ANONYMOUS"
 
 
-def authentication_failure(err: KafkaError, conf: dict[str, Any]) -> str | None:
+def verify_reason(conf: dict[str, Any], timeout: float = 3.0) -> str | None:
+    """Why the first bootstrap server's certificate fails verification, in OpenSSL's words.
+
+    librdkafka says only "certificate verify failed"; one handshake of our own
+    (the same CA file and hostname check, stdlib ``ssl``) tells an expired
+    certificate from a wrong name or an unknown issuer. None when it cannot tell.
+    """
+    first = _get(conf, "bootstrap.servers").split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        context = ssl.create_default_context(cafile=_get(conf, "ssl.ca.location") or None)
+        if _get(conf, "ssl.endpoint.identification.algorithm", "https").lower() == "none":
+            context.check_hostname = False
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host.strip("[]")),
+        ):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message)
+    except (OSError, ValueError):
+        return None
+
+
+def authentication_failure(
+    err: KafkaError, conf: dict[str, Any], probe_tls: bool = False
+) -> str | None:
     """One line for a failed login or TLS handshake, or None when ``err`` is neither.
 
     Both are permanent until someone changes a password, a certificate or a CA
     file: retrying for a minute as if the broker were away only hides them.
+    ``probe_tls`` asks the server once more with Python's TLS for the exact reason.
     """
     text = kafka_error_text(err)
     servers = _get(conf, "bootstrap.servers", "?")
@@ -134,8 +166,10 @@ def authentication_failure(err: KafkaError, conf: dict[str, Any]) -> str | None:
             f"{reason.split('(after', 1)[0].strip()} (check sasl.username and sasl.password)"
         )
     if err.code() == KafkaError._SSL and "certificate verify failed" in text:
-        detail = text.split("certificate verify failed", 1)[1].split("(after", 1)[0]
-        detail = detail.strip(" :")
+        detail = verify_reason(conf) if probe_tls else None
+        if detail is None:
+            detail = text.split("certificate verify failed", 1)[1].split("(after", 1)[0]
+            detail = detail.strip(" :")
         ca = _get(conf, "ssl.ca.location") or "the system's CA store (ssl.ca.location not set)"
         return (
             f"TLS handshake with {servers} failed: certificate verify failed"

@@ -106,12 +106,13 @@ def make_certificate(
     days: float = 365,
     server: bool = False,
     key_password: str | None = None,
+    names: tuple[str, ...] = ("localhost", "127.0.0.1"),
 ) -> tuple[Any, Any]:
     """A key and certificate under ``folder/name.{crt,key}``; ``ca=None`` makes a CA.
 
     ``days`` may be negative (an expired certificate, for tests). Server
-    certificates name ``localhost`` and ``127.0.0.1`` so that librdkafka's
-    default hostname verification passes.
+    certificates name ``names`` (``localhost`` and ``127.0.0.1``) so that
+    librdkafka's default hostname verification passes.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -143,7 +144,12 @@ def make_certificate(
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if server:
-        san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        san: list[x509.GeneralName] = []
+        for entry in names:
+            try:
+                san.append(x509.IPAddress(ipaddress.ip_address(entry)))
+            except ValueError:
+                san.append(x509.DNSName(entry))
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     cert = builder.sign(issuer_key, hashes.SHA256())
     folder.mkdir(parents=True, exist_ok=True)
