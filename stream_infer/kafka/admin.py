@@ -156,13 +156,17 @@ def authorized_operations(
     out: dict[str, set[str] | KafkaError] = {}
     try:
         futures = admin.describe_topics(
-            TopicCollection(list(dict.fromkeys(names))), include_authorized_operations=True
+            TopicCollection(list(dict.fromkeys(names))),
+            include_authorized_operations=True,
+            request_timeout=timeout,
         )
     except KafkaException:
         return out
     for name, future in futures.items():
         try:
-            ops = future.result(timeout=timeout).authorized_operations
+            # No timeout of our own: request_timeout ends the request, and a future
+            # abandoned while its request is out can complete after the client is gone.
+            ops = future.result().authorized_operations
         except KafkaException as exc:
             out[name] = exc.args[0]
             continue

@@ -328,14 +328,17 @@ def check_topics(
     return {name: len(meta.topics[name].partitions) for name in topics.get("topics.inputs", [])}
 
 
-def topic_acl_problem(admin_conf: dict[str, Any], topics: dict[str, list[str]]) -> str | None:
+def topic_acl_problem(
+    admin_conf: dict[str, Any], topics: dict[str, list[str]], timeout: float = 10.0
+) -> str | None:
     """The first topic this principal may not use as configured, as one line; else None.
 
     ``topics`` maps a config key (``topics.inputs``, ``topics.output``, ...) to
     its topics: inputs need READ, the others WRITE, all DESCRIBE. Topics that do
     not exist are left to the caller.
     """
-    allowed = authorized_operations(admin_conf, [n for names in topics.values() for n in names])
+    every = [name for listed in topics.values() for name in listed]
+    allowed = authorized_operations(admin_conf, every, timeout)
     for key, names in topics.items():
         need = "READ" if key == "topics.inputs" else "WRITE"
         verb = "read" if key == "topics.inputs" else "write to"

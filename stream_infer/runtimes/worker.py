@@ -129,7 +129,7 @@ class Worker:
             }
             committer = TransactionCommitter(
                 self._producer, self._deliveries, self._consumer, self.tracker, p.commit_every_s,
-                diagnose=lambda: topic_acl_problem(s.kafka.admin_config(), outputs),
+                diagnose=lambda: topic_acl_problem(s.kafka.admin_config(), outputs, timeout=3.0),
             )  # fmt: skip
             committer.start()
             self._committer: Committer = committer
