@@ -233,7 +233,7 @@ def produce(
 
         events = generated_events(read_signature(settings.model.path))
     _cluster(settings)
-    conf = {**settings.kafka.base(), **settings.kafka.producer}
+    conf = {**settings.kafka.base(), **settings.kafka.producer_props()}
     acked = produce_events(conf, target, events, rate=rate, count=count)
     typer.echo(f"produced {acked} events to {target}", err=True)
 
@@ -508,8 +508,27 @@ DataDirOpt = Annotated[
 
 
 @broker_app.command("start")
-def broker_start(port: PortOpt = 9092, data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+def broker_start(
+    port: PortOpt = 9092,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Also listen with SASL_SSL (SCRAM) and mTLS, ACLs enforced; PORT stays the "
+            "admin's PLAINTEXT door on 127.0.0.1. Prints the client settings.",
+        ),
+    ] = False,
+    secure_port: Annotated[int | None, typer.Option(help="SASL_SSL port (default PORT+1).")] = None,
+    mtls_port: Annotated[int | None, typer.Option(help="mTLS port (default PORT+2).")] = None,
+) -> None:
     """Start the broker; returns once 127.0.0.1:PORT accepts Kafka requests."""
+    if secure:
+        from stream_infer.tools.securebroker import describe, start_secure_broker
+
+        broker = start_secure_broker(port, secure_port or port + 1, mtls_port or port + 2, data_dir)
+        typer.echo(describe(broker))
+        return
     from stream_infer.tools.devbroker import start_broker
 
     status = start_broker(port, data_dir)
@@ -559,6 +578,39 @@ def broker_classpath() -> None:
     from stream_infer.tools.devbroker import classpath
 
     typer.echo(classpath())
+
+
+# -- acls ---------------------------------------------------------------------------------
+
+
+@app.command()
+def acls(
+    principal: Annotated[str, typer.Option(help="Who the worker is, e.g. User:stream-infer.")],
+    config: ConfigOpt = None,
+    guarantee: Annotated[
+        Literal["at_least_once", "exactly_once"] | None,
+        typer.Option(help="Grant for this guarantee (default: the configured one)."),
+    ] = None,
+    apply: Annotated[
+        str | None,
+        typer.Option(
+            help="Create them through this admin listener (PLAINTEXT, e.g. the local "
+            "broker's 127.0.0.1:9092) instead of printing kafka-acls.sh commands."
+        ),
+    ] = None,
+) -> None:
+    """The ACLs a worker of this config needs: kafka-acls.sh commands, or applied with --apply."""
+    from stream_infer.tools.acls import apply_acls, kafka_acls_commands, worker_acls
+
+    if not principal.startswith("User:") or len(principal) == len("User:"):
+        _usage(f"--principal must look like User:NAME, not {principal!r}")
+    grants = worker_acls(_settings(config), guarantee)
+    if apply is None:
+        for line in kafka_acls_commands(grants, principal):
+            typer.echo(line)
+        return
+    created = apply_acls({"bootstrap.servers": apply}, grants, principal)
+    typer.echo(f"created {created} ACL bindings for {principal} through {apply}")
 
 
 # -- dev ---------------------------------------------------------------------------------

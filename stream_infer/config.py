@@ -14,11 +14,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from stream_infer.errors import ConfigError
+from stream_infer.secrets import is_secret_key, read_secret_file, reveal, seal
 
 __all__ = [
     "BatchingSettings",
@@ -39,7 +49,8 @@ __all__ = [
 
 ENV_PREFIX = "STREAM_INFER_"
 CONFIG_ENV = "STREAM_INFER_CONFIG"  # the config file, when no path is given
-ClientProps = dict[str, str | int | float | bool]
+# Secret values (see secrets.py) are held as SecretStr and revealed only in the client dicts.
+ClientProps = dict[str, str | int | float | bool | SecretStr]
 
 # Properties stream-infer owns: letting a file override them would silently
 # void a guarantee (auto-commit commits before the prediction is acknowledged).
@@ -66,7 +77,7 @@ def _check_props(section: str, props: ClientProps, reserved: set[str]) -> Client
     for key in props:
         if key in reserved:
             raise ValueError(f"'{key}' is managed by stream-infer and cannot be set in {section}")
-    return props
+    return seal(props)
 
 
 class KafkaSettings(_Section):
@@ -77,6 +88,10 @@ class KafkaSettings(_Section):
     consumer: ClientProps = Field(default_factory=dict)
     producer: ClientProps = Field(default_factory=dict)
     common: ClientProps = Field(default_factory=dict)
+    # librdkafka property -> file holding its value (a mounted Kubernetes Secret), for both
+    # clients. Read once at start-up; every value read is a secret.
+    secrets: dict[str, str] = Field(default_factory=dict)
+    _secret_values: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
 
     @field_validator("common")
     @classmethod
@@ -93,9 +108,38 @@ class KafkaSettings(_Section):
     def _producer(cls, v: ClientProps) -> ClientProps:
         return _check_props("kafka.producer", v, _RESERVED_PRODUCER | _RESERVED_COMMON)
 
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, path in v.items():
+            if key in _RESERVED_COMMON:
+                raise ValueError(f"'{key}' is managed by stream-infer and cannot be a secret")
+            if not path:
+                raise ValueError(f"no file named for {key}")
+        return v
+
+    @model_validator(mode="after")
+    def _read_secrets(self) -> KafkaSettings:
+        both = sorted(set(self.secrets) & set(self.common))
+        if both:
+            raise ValueError(f"{', '.join(both)} set in both kafka.common and kafka.secrets")
+        self._secret_values = {k: read_secret_file(k, p) for k, p in self.secrets.items()}
+        from stream_infer.kafka.security import check_security  # local: keeps config light
+
+        check_security(self.security_props())
+        return self
+
+    def security_props(self) -> dict[str, Any]:
+        """``kafka.common`` plus the values read from ``kafka.secrets`` (still sealed)."""
+        return {**self.common, **self._secret_values}
+
     def base(self) -> dict[str, Any]:
         """Properties every client gets: servers plus the shared security settings."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.common}
+        return {"bootstrap.servers": self.bootstrap_servers, **reveal(self.security_props())}
+
+    def producer_props(self) -> dict[str, Any]:
+        """``kafka.producer`` as librdkafka takes it, for tools that build their own producer."""
+        return reveal(self.producer)
 
     def consumer_config(self, client_id: str, instance_id: str | None = None) -> dict[str, Any]:
         """The worker's consumer: manual commits, cooperative rebalancing.
@@ -120,7 +164,7 @@ class KafkaSettings(_Section):
         if str(self.consumer.get("group.protocol", "classic")).lower() == "classic":
             # KIP-848's 'consumer' protocol assigns on the broker and rejects this key.
             conf["partition.assignment.strategy"] = "cooperative-sticky"
-        conf.update(self.consumer)
+        conf.update(reveal(self.consumer))
         return conf
 
     def producer_config(
@@ -149,7 +193,7 @@ class KafkaSettings(_Section):
             conf["transactional.id"] = transactional_id
             conf["transaction.timeout.ms"] = 10_000
             conf["delivery.report.only.error"] = True
-        conf.update(self.producer)
+        conf.update(reveal(self.producer))
         return conf
 
     def admin_config(self) -> dict[str, Any]:
@@ -444,15 +488,26 @@ def _env_origin(loc: tuple[Any, ...]) -> str:
     return ""
 
 
+# The last location part pydantic adds for each branch of a client property's union type.
+_UNION_BRANCHES = {"str", "int", "float", "bool"}
+
+
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(part) for part in err.get("loc", ()))
+    parts = tuple(err.get("loc", ()))
     msg = str(err.get("msg", "invalid"))
+    if parts and (parts[-1] in _UNION_BRANCHES or "[" in str(parts[-1])):
+        # One line per property, not one per branch of str | int | float | bool | SecretStr.
+        parts, msg = parts[:-1], "must be a string, a number or a boolean"
+        err = {**err, "loc": parts}
+    loc = ".".join(str(part) for part in parts)
     msg = msg.removeprefix("Value error, ")
     origin = _env_origin(tuple(err.get("loc", ())))
     if err.get("type") == "extra_forbidden":
         return f"{loc}: unknown key{origin}"
     shown = err.get("input")
-    got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
+    secret = any(is_secret_key(str(part)) for part in err.get("loc", ()))
+    hidden = secret or isinstance(shown, dict | list | SecretStr) or shown is None
+    got = "" if hidden else f" (got {shown!r})"
     return f"{loc}: {msg}{got}{origin}" if loc else f"{msg}{got}"
 
 
@@ -486,5 +541,6 @@ def load_settings(path: str | Path | None = None) -> Settings:
         ) from None
     except ValidationError as exc:
         where = f" in {path}" if path is not None else ""
-        details = "; ".join(_describe(e) for e in exc.errors())  # type: ignore[arg-type]
+        described = [_describe(e) for e in exc.errors()]  # type: ignore[arg-type]
+        details = "; ".join(dict.fromkeys(described))
         raise ConfigError(f"invalid configuration{where}: {details}") from None

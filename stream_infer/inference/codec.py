@@ -23,6 +23,13 @@ __all__ = ["Decoded", "Decoder", "Rows"]
 
 _EXACT_FLOAT_INT = 2.0**53
 _ID_TYPES = {str, int, type(None)}
+# The clean path parses a whole batch before it builds arrays; above this many bytes of
+# events (typical batches: 512 x 200 B) the per-event path keeps memory to one event.
+_CLEAN_BATCH_BYTES = 4 * 1024 * 1024
+# Hostile-input guard (see Decoder._max_bytes): room per model value, and for the rest of
+# an event (id, ignored fields). A JSON number needs at most ~25 bytes ("-1.2345678901234567e-308").
+_BYTES_PER_VALUE = 64
+_EVENT_OVERHEAD_BYTES = 64 * 1024
 _ACCEPTED_SCALARS: dict[str, tuple[type, ...]] = {
     "f": (int, float),
     "i": (int, float),  # floats are accepted when integral (1.0), checked on cast
@@ -172,6 +179,9 @@ class Decoder:
         # test below finds the (rare) events that need the strict check.
         self._numeric = any(spec.kind in "iuf" for spec in self._specs)
         self._known = set(self._names)
+        self._max_bytes = _max_event_bytes(signature.inputs)
+        first = self._specs[0].shape[0] if self._single and self._specs[0].shape else None
+        self._single_len = first  # a single input's fixed row length, for the guard below
 
     def decode(self, values: Sequence[bytes | str | None]) -> Decoded:
         """Decode a batch; whatever goes wrong is pinned on the event that caused it.
@@ -213,6 +223,11 @@ class Decoder:
         """
         if not values:
             return None
+        max_bytes = self._max_bytes
+        if max_bytes and any(len(v) > max_bytes for v in values if v is not None):
+            return None  # an oversize event: the per-event path refuses it unparsed
+        if sum(len(v) for v in values if v is not None) > _CLEAN_BATCH_BYTES:
+            return None  # parsed all at once it would weigh ~10x that: one event at a time
         try:
             docs = list(map(orjson.loads, values))  # type: ignore[arg-type]
             features = [d["features"] for d in docs]
@@ -256,9 +271,13 @@ class Decoder:
         columns: list[list[Any]] = [[] for _ in self._specs]
         suspicious: list[int] = []
         loads, single, names = orjson.loads, self._single, self._names
+        max_bytes, too_long, single_len = self._max_bytes, self._too_long, self._single_len
         for i, raw in enumerate(values):
             if raw is None:
                 rejects.append((i, DecodeError("tombstone: the message has no value")))
+                continue
+            if max_bytes is not None and len(raw) > max_bytes:  # hostile-input guard
+                rejects.append((i, ValidationError(_too_big(len(raw), max_bytes))))
                 continue
             try:
                 doc = loads(raw)
@@ -278,7 +297,7 @@ class Decoder:
                 )
                 continue
             if type(features) is dict:
-                problem = self._check_names(features)
+                problem = self._check_names(features) or too_long(features)
                 if problem:
                     rejects.append((i, ValidationError(problem)))
                     continue
@@ -289,6 +308,9 @@ class Decoder:
                 rejects.append((i, ValidationError(f"'features' {why}")))
                 continue
             elif single is not None:
+                if single_len is not None and type(features) is list and len(features) > single_len:
+                    rejects.append((i, ValidationError(too_long({single: features}) or "")))
+                    continue  # hostile-input guard: too long, said before arrays are built
                 columns[0].append(features)
             else:
                 rejects.append(
@@ -322,6 +344,19 @@ class Decoder:
         extra = [k for k in keys if k not in self._known]
         if extra:
             return f"features has unknown input {', '.join(map(repr, extra))} {inputs}"
+        return None
+
+    def _too_long(self, features: dict[str, Any]) -> str | None:
+        """Hostile-input guard: a row longer than a fixed first axis, said before arrays are built.
+
+        A million numbers for a 12-feature model would otherwise be stacked and
+        walked element by element on the slow path; the length says it all.
+        """
+        for spec in self._specs:
+            value = features.get(spec.name)
+            want = spec.shape[0] if spec.shape else None
+            if want is not None and type(value) is list and len(value) > want:
+                return self._shape_message(self._label(spec), spec, (len(value),))
         return None
 
     def _label(self, spec: InputSpec) -> str:
@@ -472,6 +507,28 @@ class Decoder:
                     return f"{where} = {v!r} is a float too large to be an exact integer"
             return f"{where} = {v!r} is out of range for {spec.dtype.name}"
         return f"{label} does not fit {spec.dtype.name}"  # pragma: no cover
+
+
+def _max_event_bytes(specs: tuple[InputSpec, ...]) -> int | None:
+    """The largest event worth parsing for these inputs; None for dynamic axes or strings.
+
+    An event bigger than every value of the model at its longest spelling, plus
+    64 KiB for the id and fields the worker ignores, cannot be valid: it is
+    refused unparsed, so that a batch of 1 MiB events costs no more than their bytes.
+    """
+    values = 0
+    for spec in specs:
+        if spec.kind == "O" or any(d is None for d in spec.shape):
+            return None  # a text or a sequence may be long for good reasons
+        values += math.prod(d for d in spec.shape if d is not None)
+    return _EVENT_OVERHEAD_BYTES + _BYTES_PER_VALUE * values
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (
+        f"event is {size} bytes, more than any valid event for this model can be "
+        f"({limit} bytes); refused unparsed"
+    )
 
 
 def _kind_word(spec: InputSpec) -> str:

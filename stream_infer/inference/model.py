@@ -19,6 +19,7 @@ import numpy as np
 
 from stream_infer.config import ModelSettings, cache_root
 from stream_infer.errors import InferenceError, ModelError
+from stream_infer.inference.modelfile import check_model_file
 from stream_infer.inference.runners import (
     BoundRunner,
     PaddedRunner,
@@ -140,6 +141,7 @@ def _sniff(path: Path) -> None:
             f"model.path: {path} looks like a pickle/joblib/zip archive; stream-infer loads "
             "ONNX models only (convert it with skl2onnx, torch.onnx or tf2onnx)"
         )
+    check_model_file(path)  # external data outside its folder, unknown operator domains
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ from stream_infer.kafka.producer import (
     Verdict,
     verdict,
 )
+from stream_infer.kafka.security import AUTHORIZATION, denied
 from stream_infer.logging import SampledLog, get_logger, where
 
 __all__ = ["Deliveries"]
@@ -253,6 +254,13 @@ class Deliveries:
 
     def _undeliverable(self, batch: Batch, i: int, kind: int, err: KafkaError) -> None:
         what = ("prediction", "dead letter", "dead-letter stub")[kind]
+        if err.code() in AUTHORIZATION:
+            dlq = kind != PREDICTION
+            topic, key = (self._dlq, "dead_letter") if dlq else (self._output, "output")
+            resource, grant = f"topic '{topic}' (topics.{key})", "WRITE and DESCRIBE on it"
+            line = denied(err.name(), self._producer.conf, "write to", resource, grant)
+            self._fail(ProduceError(f"{line}; {what} for {_origin(batch, i)} not delivered"))
+            return
         self._fail(ProduceError(f"{what} for {_origin(batch, i)} cannot be delivered", err))
 
     def _stub(self, batch: Batch, i: int, err: KafkaError) -> None:

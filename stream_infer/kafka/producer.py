@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from stream_infer.errors import ProduceError, kafka_error_text
 from stream_infer.inference.envelope import Headers
+from stream_infer.kafka.security import authentication_failure
 from stream_infer.logging import get_logger
 
 __all__ = [
@@ -114,8 +115,17 @@ class OutputProducer:
         self._client = Producer(self._conf)
         self.fatal: BaseException | None = None
 
+    @property
+    def conf(self) -> dict[str, Any]:
+        """The client's configuration (secrets included: for naming the principal only)."""
+        return self._conf
+
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        refused = authentication_failure(err, self._conf)
+        if refused is not None:  # a wrong password or CA does not fix itself: stop
+            self.fatal = self.fatal or ProduceError(refused)
+            log.error("%s", refused)
+        elif err.fatal():
             self.fatal = ProduceError("the producer hit a fatal error", err)
             log.error("producer fatal error: %s", kafka_error_text(err))
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):

@@ -24,7 +24,7 @@ from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model, load_model
 from stream_infer.kafka.batcher import BatchSizer, MicroBatcher
 from stream_infer.kafka.commits import Committer, OffsetCommitter
-from stream_infer.kafka.consumer import InputConsumer, check_topics
+from stream_infer.kafka.consumer import InputConsumer, check_topics, topic_acl_problem
 from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch, OffsetTracker, TopicPartition
 from stream_infer.kafka.producer import OutputProducer
@@ -128,6 +128,10 @@ class Worker:
             self._lost,
         )
         if eos:
+            outputs = {
+                "topics.output": [s.topics.output],
+                "topics.dead_letter": [s.topics.dead_letter],
+            }
             committer = TransactionCommitter(
                 self._producer,
                 self._deliveries,
@@ -135,6 +139,7 @@ class Worker:
                 self.tracker,
                 p.commit_every_s,
                 stopping=self._stop.is_set,
+                diagnose=lambda: topic_acl_problem(s.kafka.admin_config(), outputs, timeout=3.0),
             )
             committer.start()
             self._committer: Committer = committer
@@ -401,7 +406,10 @@ class Worker:
         if failure is None:
             self._drain(max(0.0, deadline - time.monotonic() - 3.0))
         else:  # acknowledgements already on their way still earn commits
-            self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic() - 3.0)))
+            try:
+                self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic() - 3.0)))
+            except Exception as exc:  # a fatal producer raises here: keep the first reason
+                log.warning("flush after the error failed: %s", exc)
         self._stage.discard_queued()
         self._closing = True
 
@@ -411,7 +419,10 @@ class Worker:
                 self._committer.commit_now(None, max(0.0, deadline - time.monotonic() - 1.0))
             except Exception as exc:  # never let cleanup hide the reason we are stopping
                 log.warning("final commit failed: %s", exc)
-            self._consumer.close()
+            try:
+                self._consumer.close()  # its revoke commits too, and may fail the same way
+            except Exception as exc:
+                log.warning("leaving the group failed: %s", exc)
 
         closer = threading.Thread(target=leave, name="stream-infer-close", daemon=True)
         closer.start()
