@@ -25,6 +25,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from stream_infer.config import Settings
+from stream_infer.logging import configure_logging
 from stream_infer.runtimes.worker import Worker
 from stream_infer.tools.devbroker import start_broker, stop_broker
 from stream_infer.tools.tail import decode_record, tail
@@ -108,7 +109,11 @@ def make_settings(kafka: str, make_topic: Callable[..., str]) -> Callable[..., S
 
 @contextmanager
 def running(settings: Settings, timeout: float = 60.0) -> Iterator[Worker]:
-    """A worker on a thread of this process; stopped (gracefully) on exit."""
+    """A worker on a thread of this process; stopped (gracefully) on exit.
+
+    Its log goes to stderr, which pytest shows for a failing test.
+    """
+    configure_logging("INFO")
     worker = Worker(settings)
     errors: list[BaseException] = []
     worker.test_errors = errors  # type: ignore[attr-defined]  # read by wait_for
