@@ -118,7 +118,11 @@ class ShadowStage:
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:  # idle: still serve delivery reports
+                self._producer.poll(0)
+                continue
             if item is None:
                 return
             try:
