@@ -103,6 +103,9 @@ class ShadowStage:
     def stop(self, timeout: float) -> None:
         """Finish the batch in hand (queued ones are dropped), deliver for up to ``timeout``."""
         deadline = time.monotonic() + timeout
+        if not self._thread.is_alive():  # never started (start-up failed), or already stopped
+            self._producer.flush(0)
+            return
         while True:
             try:
                 self._queue.get_nowait()

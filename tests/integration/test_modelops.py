@@ -211,7 +211,9 @@ def test_a_shadow_failing_on_every_batch_costs_no_primary_prediction(
     shadow_topic = make_topic("shadow", 1)
     settings = _with_model(
         make_settings(primary, partitions=2),
-        shadow={"path": str(broken), "topic": shadow_topic},
+        # Room for every batch: a shadow that is behind drops batches, and this one is slow
+        # (each failing row is bisected down to itself).
+        shadow={"path": str(broken), "topic": shadow_topic, "max_queued_batches": 64},
     )
     n = 300
     keys, values = events(n)  # every row's second feature is 1.5: the shadow fails on each
@@ -219,8 +221,11 @@ def test_a_shadow_failing_on_every_batch_costs_no_primary_prediction(
     with running(settings) as worker:
         main = read(kafka, settings.topics.output, n)
         rows_failed = worker._ops.metrics.rows
-        wait_for(lambda: rows_failed.get(("shadow", "bad", "failed"), 0) == n, 30, "shadow", worker)
+        wait_for(
+            lambda: rows_failed.get(("shadow", "bad", "failed"), 0) == n, 120, "shadow", worker
+        )
         assert worker._ops.metrics.shadow_batches["failed"] >= 1
+        assert worker._ops.metrics.shadow_batches["dropped"] == 0
     assert len(main) == n and {d["value"]["model_version"] for d in main} == {"1"}
     _check_values([d["value"] for d in main], _features(values), {"1": _session(primary)})
     assert read(kafka, shadow_topic, 1, timeout=3) == []
