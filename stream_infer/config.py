@@ -32,6 +32,7 @@ from stream_infer.secrets import is_secret_key, read_secret_file, reveal, seal
 
 __all__ = [
     "BatchingSettings",
+    "CanarySettings",
     "DlqSettings",
     "DriftSettings",
     "HealthSettings",
@@ -42,6 +43,7 @@ __all__ = [
     "ProcessingSettings",
     "ScalingSettings",
     "Settings",
+    "ShadowSettings",
     "TopicsSettings",
     "cache_root",
     "load_settings",
@@ -227,6 +229,38 @@ class TopicsSettings(_Section):
         return self
 
 
+class ShadowSettings(_Section):
+    """A second model run on the same batches, its answers written to their own topic only."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
+
+    path: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1, description="null: model.name")
+    version: str | None = Field(None, min_length=1, description="null: the file's, else 'shadow'")
+    topic: str = Field(min_length=1)
+    # A shadow that falls behind drops whole batches (counted) rather than slow the primary.
+    max_queued_batches: int = Field(4, ge=1, le=1024)
+    window_s: float = Field(300.0, gt=0, le=86_400, description="agreement gauges window")
+
+
+class CanarySettings(_Section):
+    """A candidate model answering a stable share of keys in place of the primary."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
+
+    path: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1, description="null: model.name")
+    version: str | None = Field(None, min_length=1, description="null: the file's, else 'canary'")
+    share: float = Field(description="share of keys routed to the canary, in (0, 1]")
+
+    @field_validator("share")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError("must be in (0, 1]: the share of keys the canary answers")
+        return v
+
+
 class ModelSettings(_Section):
     """The ONNX model and where it runs."""
 
@@ -247,6 +281,13 @@ class ModelSettings(_Section):
     )
     io_binding: Literal["auto", "on", "off"] = "auto"
     cuda_graphs: bool = Field(False, description="capture and replay CUDA graphs (CUDA only)")
+    # Hot reload: model.path is looked at this often (0 = never); a replaced file is loaded,
+    # warmed up and checked off the hot path, then served from the next batch on.
+    reload_interval_s: float = Field(2.0, ge=0, le=3600)
+    # same: a reloaded model must keep the output names (in order); any: outputs may change.
+    reload_outputs: Literal["same", "any"] = "same"
+    shadow: ShadowSettings | None = None
+    canary: CanarySettings | None = None
 
     @field_validator("batch_buckets")
     @classmethod
@@ -408,6 +449,21 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     dlq: DlqSettings = Field(default_factory=DlqSettings)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _shadow_topic(self) -> Settings:
+        # The shadow's answers must never reach the readers of the real ones (or loop back in).
+        shadow = self.model.shadow
+        if shadow is not None:
+            t = self.topics
+            for name, label in (
+                *((name, "an input topic") for name in t.inputs),
+                (t.output, "topics.output"),
+                (t.dead_letter, "topics.dead_letter"),
+            ):
+                if shadow.topic == name:
+                    raise ValueError(f"model.shadow.topic '{name}' is also {label}")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -38,6 +38,8 @@ class Outcome:
     failures: Failed = field(default_factory=list)  # rows onnxruntime fails on, alone
     rejects: list[tuple[int, RecordError]] = field(default_factory=list)  # decode/validate
     predicted: list[tuple[dict[str, Any], list[Any]]] = field(default_factory=list)  # drift
+    # With keep_predicted, the rows of each entry of ``predicted`` (a shadow runs on them).
+    parts: list[Rows] = field(default_factory=list)
 
 
 def split_rows(rows: Rows, at: int) -> tuple[Rows, Rows]:
@@ -119,5 +121,6 @@ def infer_batch(
             )
             if keep_predicted:
                 outcome.predicted.append((part.feeds, outputs))
+                outcome.parts.append(part)
         outcome.failures.extend(failed)
     return outcome

@@ -7,7 +7,7 @@ they answer for, so every output can be traced back to ``topic[partition]@offset
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,14 +115,27 @@ class Encoder:
     per-row path.
     """
 
-    def __init__(self, model_name: str, model_version: str, output_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        model_version: str,
+        output_names: Sequence[str],
+        extra: Mapping[str, str | bool] | None = None,
+    ) -> None:
         self._name = model_name
         self._version = model_version
         self._outputs = tuple(output_names)
-        self._head = (
-            b'{"id":%b,"model":' + orjson.dumps(model_name)
-            + b',"model_version":' + orjson.dumps(model_version) + b',"outputs":{'
+        # Fields beyond SPEC.md's, after model_version (a canary's ``"variant": "canary"``).
+        self._extra = dict(extra or {})
+        extra_text = b"".join(
+            b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in self._extra.items()
+        )
+        constant = (
+            b',"model":' + orjson.dumps(model_name)
+            + b',"model_version":' + orjson.dumps(model_version) + extra_text
         )  # fmt: skip
+        # A '%' in a name or version (read from a model file) must not become a placeholder.
+        self._head = b'{"id":%b' + constant.replace(b"%", b"%%") + b',"outputs":{'
         self._templates: dict[tuple[int, ...], bytes] = {}
         self._topics: dict[str | None, bytes] = {}
 
@@ -142,9 +155,10 @@ class Encoder:
         tmpl = self._templates.get(depths)
         if tmpl is None:
             fields = b",".join(
-                orjson.dumps(name) + b":" + b"[" * (d - 1) + b"%b" + b"]" * (d - 1)
+                orjson.dumps(name).replace(b"%", b"%%") + b":" + b"[" * (d - 1) + b"%b"
+                + b"]" * (d - 1)
                 for name, d in zip(self._outputs, depths, strict=True)
-            )
+            )  # fmt: skip
             tmpl = self._head + fields + (
                 b'},"source":{"topic":%b,"partition":%d,"offset":%d},"event_time_ms":%d}'
             )  # fmt: skip
@@ -214,6 +228,7 @@ class Encoder:
                         "id": rows.ids[j],
                         "model": name,
                         "model_version": version,
+                        **self._extra,
                         "outputs": {n: col[j] for n, col in zip(names, columns, strict=True)},
                         "source": {
                             "topic": rec.topic(),

@@ -232,6 +232,18 @@ class Model:
             return False
         return True
 
+    def file_version(self) -> str | None:
+        """The version the file declares: ``metadata_props['version']``, else ``model_version``.
+
+        None when it declares neither: ``model_version`` 0 is protobuf's "unset", and
+        onnxruntime reports an unset one as the largest int64.
+        """
+        meta = self._session.get_modelmeta()
+        declared = (meta.custom_metadata_map or {}).get("version", "").strip()
+        if declared:
+            return str(declared)
+        return str(meta.version) if 0 < meta.version < 2**63 - 1 else None
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()

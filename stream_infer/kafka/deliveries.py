@@ -113,7 +113,7 @@ class Deliveries:
         self._output = output_topic
         self._dlq = dead_letter_topic
         self._group = group
-        self._model_version = model_version
+        self.model_version = model_version  # dlq.model.version: follows a hot reload
         self._worker = worker_id
         # Filled from any thread (deque appends are atomic), drained by the poller.
         self._backlog: deque[_Pending] = deque()  # did not fit librdkafka's queue yet
@@ -234,7 +234,7 @@ class Deliveries:
             return
         headers = dead_letter_headers(
             rec, stage, error_class(exc), str(exc),
-            group=self._group, model_version=self._model_version, worker=self._worker,
+            group=self._group, model_version=self.model_version, worker=self._worker,
         )  # fmt: skip
         kind = f"{stage}/{error_class(exc)}"
         self.dead_letter_log.log(kind, "dead-lettering %s (%s): %s", _origin(batch, i), kind, exc)
@@ -281,7 +281,7 @@ class Deliveries:
                 rec, "produce", "ProduceError",
                 f"dead letter too large for the dead-letter topic ({kafka_error_text(err)}); "
                 f"value cut to its first {STUB_VALUE_BYTES} of {size} bytes",
-                group=self._group, model_version=self._model_version, worker=self._worker,
+                group=self._group, model_version=self.model_version, worker=self._worker,
             )
             if k.startswith("dlq.")
         ]  # fmt: skip

@@ -117,9 +117,19 @@ class Telemetry:
         self.metrics.observe_inference(rows, seconds)
         self.capacity.add(infer_busy_s=seconds)
 
-    def watch_drift(self, monitor: DriftMonitor) -> None:
-        """Export PSI per feature and output value, computed at scrape time (always fresh)."""
-        self.metrics.extra.append(lambda: _drift_families(monitor.snapshot()))
+    def watch_drift(self, monitor: DriftMonitor | Callable[[], DriftMonitor | None]) -> None:
+        """Export PSI per feature and output value, computed at scrape time (always fresh).
+
+        Given a callable, the monitor it returns at each scrape (a hot reload swaps it).
+        """
+        current = monitor if callable(monitor) else lambda: monitor
+
+        def families() -> Iterator[Metric]:
+            live = current()
+            if live is not None:
+                yield from _drift_families(live.snapshot())
+
+        self.metrics.extra.append(families)
 
     def batch_acknowledged(self, timestamps: Sequence[int]) -> None:
         """Every output of a batch is acknowledged: the end-to-end latency of its events."""

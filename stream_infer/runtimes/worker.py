@@ -19,8 +19,6 @@ from confluent_kafka import KafkaError
 from stream_infer.config import Settings
 from stream_infer.errors import KafkaClientError
 from stream_infer.inference.codec import Decoder
-from stream_infer.inference.drift import DriftMonitor, load_baseline
-from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model, load_model
 from stream_infer.kafka.batcher import BatchSizer, MicroBatcher
 from stream_infer.kafka.commits import Committer, OffsetCommitter
@@ -32,6 +30,7 @@ from stream_infer.kafka.transactions import TransactionCommitter, transactional_
 from stream_infer.logging import get_logger
 from stream_infer.ops.telemetry import Telemetry
 from stream_infer.runtimes.backpressure import Backpressure
+from stream_infer.runtimes.modelops import ModelOps
 from stream_infer.runtimes.pipeline import InferenceStage
 
 __all__ = ["Worker", "WorkerStats"]
@@ -96,17 +95,20 @@ class Worker:
             self.model = load_model(s.model, s.batching.max_batch_size)
         model = self.model
         tel.model_loaded(lambda: model.provider)
+        shadow_topic = [s.model.shadow.topic] if s.model.shadow else []
         check_topics(
             s.kafka.admin_config(),
             {
                 "topics.inputs": s.topics.inputs,
                 "topics.output": [s.topics.output],
                 "topics.dead_letter": [s.topics.dead_letter],
+                "model.shadow.topic": shadow_topic,
             },
             timeout=60.0,
         )
         p = s.processing
         client_id = f"stream-infer-{p.worker_id}"
+        self._ops = ops = ModelOps(s, model, tel, client_id, on_switch=self._switched)
         eos = p.exactly_once
         txn_id = transactional_id(s.kafka.group_id, p.worker_id) if eos else None
         self._producer = OutputProducer(s.kafka.producer_config(client_id, txn_id))
@@ -115,7 +117,7 @@ class Worker:
             s.topics.output,
             s.topics.dead_letter,
             s.kafka.group_id,
-            s.model.version,
+            ops.serving.primary.version,
             p.worker_id,
             stage_counts=tel.metrics.dead_letters,
             on_batch_done=lambda batch: tel.batch_acknowledged(batch.origins.timestamps),
@@ -145,22 +147,22 @@ class Worker:
             self._committer: Committer = committer
         else:
             self._committer = OffsetCommitter(self._consumer, self.tracker, p.commit_every_s)
-        encoder = Encoder(s.model.name, s.model.version, model.signature.outputs)
-        drift = None
-        if s.drift.baseline:
-            drift = DriftMonitor(load_baseline(s.drift.baseline, model), s.drift.window_s)
-            tel.watch_drift(drift)
+        primary = ops.serving.primary
         self._stage = InferenceStage(
             model,
-            encoder,
+            primary.encoder,
             self._deliveries,
             on_call=tel.inference_call,
             on_result=self._inference_result,
-            on_predicted=drift.observe if drift is not None else None,
+            on_predicted=ops.observe if ops.drift is not None else None,
             gate=self._committer.gate,
             on_produced=self._committer.produced,
+            serving=ops.serving,
+            shadow=ops.shadow,
+            modelops=ops.metrics,
         )
         self._stage.start()
+        ops.start()
         self._decoder = Decoder(model.signature)
         self._backpressure = Backpressure(
             p,
@@ -189,7 +191,7 @@ class Worker:
             s.topics.dead_letter,
             s.kafka.group_id,
             s.model.name,
-            s.model.version,
+            primary.version,
             model.provider,
             s.batching.max_batch_size,
             s.batching.max_wait_ms,
@@ -202,6 +204,10 @@ class Worker:
                 "partitions at once; never run two workers with the same id",
                 s.processing.static_id,
             )
+
+    def _switched(self, model: Model) -> None:
+        """A hot reload switched the primary (reload thread): what the worker reports follows."""
+        self.model = model
 
     def _inference_result(self, rows: int, seconds: float) -> None:
         """A model call ended (inference thread): metrics, capacity, the adaptive batch size."""
@@ -430,6 +436,7 @@ class Worker:
         if closer.is_alive():
             log.warning("commit and group leave did not finish in time; the group will time us out")
         self._stage.stop(1.0)
+        self._ops.stop(max(0.1, min(2.0, deadline - time.monotonic())))
         try:
             self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic())))
         except Exception as exc:  # never let cleanup hide the reason we are stopping
