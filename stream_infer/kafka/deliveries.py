@@ -49,6 +49,9 @@ __all__ = ["Deliveries"]
 
 log = get_logger("producer")
 
+# A failure seen while aborting is judged as final (no retries left to give it).
+_UNKNOWN_ATTEMPTS_SEEN = 1_000
+
 
 def _position(rec: SourceRecord) -> tuple[str | None, int | None, int | None]:
     return (rec.topic(), rec.partition(), rec.offset())
@@ -349,6 +352,21 @@ class Deliveries:
         self.acked_dead_letters += dead
         if self._on_batch_done is not None:
             self._on_batch_done(batch)
+
+    def salvage(self) -> None:
+        """Exactly once, before an abort: learn from the failures reported so far.
+
+        The delivery reports of a failing transaction often arrive while it
+        commits, after the last serve; a record refused for good must still be
+        remembered (``poisoned``), or the redo would fail the same way for ever.
+        Nothing is produced here: everything on its way is redone anyway.
+        """
+        refusals = self._refusals
+        while refusals:
+            item, err, reported = refusals.popleft()
+            if reported:
+                batch, i, kind = item[0], item[1], item[2]
+                self._doomed(batch, i, kind, err, verdict(err, _UNKNOWN_ATTEMPTS_SEEN))
 
     def reset(self) -> None:
         """Exactly once: the transaction was aborted; whatever was on its way belongs to it."""

@@ -254,6 +254,8 @@ class TransactionCommitter:
         return ProduceError(problem) if problem is not None else error
 
     def _abort(self, why: str) -> None:
+        self._producer.poll(0)  # delivery reports of the doomed transaction, if any are due
+        self._deliveries.salvage()
         log.warning(
             "aborting the transaction (%s): %d batches will be consumed again", why,
             len(self._batches),
