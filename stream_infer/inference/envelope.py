@@ -24,6 +24,7 @@ __all__ = [
     "Origins",
     "SourceRecord",
     "dead_letter_headers",
+    "dead_letter_stub",
     "error_class",
 ]
 
@@ -285,6 +286,45 @@ def dead_letter_headers(
         "dlq.failed.at": str(now_ms()),
     }
     return kept + [(k, v.encode("utf-8")) for k, v in added.items()]
+
+
+def dead_letter_stub(
+    record: SourceRecord,
+    why: str,
+    cap: int,
+    *,
+    group: str,
+    model_version: str,
+    worker: str,
+) -> tuple[bytes | str | None, bytes | str | None, Headers]:
+    """Key, value and headers of a stub for a dead letter too large for its topic.
+
+    The stub keeps the why and the where and cuts the rest: only the ``dlq.*``
+    headers, and at most ``cap`` bytes of key and of value, so it fits any
+    sane topic (if even that is refused, the worker stops). The event stays
+    readable in its input topic (``dlq.original.*`` say where) for as long as
+    that topic retains it.
+    """
+    value, key = record.value(), record.key()
+    size = len(value) if value is not None else 0
+    dropped = len(record.headers() or [])
+    headers: Headers = [
+        (k, v)
+        for k, v in dead_letter_headers(
+            record, "produce", "ProduceError",
+            f"dead letter too large for the dead-letter topic ({why}); "
+            f"value cut to its first {cap} of {size} bytes",
+            group=group, model_version=model_version, worker=worker,
+        )
+        if k.startswith("dlq.")
+    ]  # fmt: skip
+    headers += [("dlq.value.truncated", b"true"), ("dlq.value.size", str(size).encode())]
+    if dropped:
+        headers.append(("dlq.headers.dropped", str(dropped).encode()))
+    if key is not None and len(key) > cap:
+        headers.append(("dlq.key.size", str(len(key)).encode()))
+        key = key[:cap]
+    return key, value[:cap] if value is not None else None, headers
 
 
 def error_class(exc: BaseException) -> str:

@@ -23,11 +23,16 @@ from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
-import orjson
 from confluent_kafka import KafkaError, KafkaException
 
 from stream_infer.errors import ProduceError, Stage, kafka_error_text
-from stream_infer.inference.envelope import Headers, SourceRecord, dead_letter_headers, error_class
+from stream_infer.inference.envelope import (
+    Headers,
+    SourceRecord,
+    dead_letter_headers,
+    dead_letter_stub,
+    error_class,
+)
 from stream_infer.kafka.offsets import Batch
 from stream_infer.kafka.producer import (
     DEAD_LETTER,
@@ -43,7 +48,7 @@ from stream_infer.kafka.producer import (
     verdict,
 )
 from stream_infer.kafka.security import AUTHORIZATION, denied
-from stream_infer.logging import SampledLog, get_logger, where
+from stream_infer.logging import SampledLog, get_logger
 
 __all__ = ["Deliveries"]
 
@@ -51,30 +56,6 @@ log = get_logger("producer")
 
 # A failure seen while aborting is judged as final (no retries left to give it).
 _UNKNOWN_ATTEMPTS_SEEN = 1_000
-
-
-def _position(rec: SourceRecord) -> tuple[str | None, int | None, int | None]:
-    return (rec.topic(), rec.partition(), rec.offset())
-
-
-def _locate(batch: Batch, msg: Any) -> int | None:
-    """The row a failed prediction answered, from its own ``source`` (rare: failures only)."""
-    try:
-        src = orjson.loads(msg.value())["source"]
-        wanted = (src["topic"], src["partition"], src["offset"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    o = batch.origins
-    for i, where_ in enumerate(zip(o.topics, o.partitions, o.offsets, strict=True)):
-        if where_ == wanted:
-            return i
-    return None
-
-
-def _origin(batch: Batch, i: int) -> str:
-    """Where row ``i`` of ``batch`` came from, as ``topic[partition]@offset``."""
-    rec = batch.records[i]
-    return where(rec.topic(), rec.partition(), rec.offset())
 
 
 # One record to (re)produce: batch, row, kind, topic, value, key, headers.
@@ -196,9 +177,8 @@ class Deliveries:
     ) -> tuple[list[int], list[bytes]]:
         """Exactly once: rows whose prediction the broker refused before are dead letters now."""
         keep_index, keep = [], []
-        records = batch.records
         for i, payload in zip(index, payloads, strict=True):
-            known = self.poisoned.get(_position(records[i]))
+            known = self.poisoned.get(batch.position(i))
             if known is not None and known[0] == PREDICTION:
                 self.dead_letter(batch, i, "produce", ProduceError("prediction rejected", known[1]))
             else:
@@ -216,7 +196,7 @@ class Deliveries:
                 if not batch.pending:
                     done(batch)
                 return
-            i = _locate(batch, msg)
+            i = batch.locate(msg)
             if i is None:
                 self._fail(ProduceError("a failed prediction cannot be traced to its input", err))
                 return
@@ -231,7 +211,7 @@ class Deliveries:
         rec: SourceRecord = batch.records[i]
         self.stage_counts[stage] = self.stage_counts.get(stage, 0) + 1
         batch.dead_letters += 1
-        known = self.poisoned.get(_position(rec)) if self.poisoned else None
+        known = self.poisoned.get(batch.position(i)) if self.poisoned else None
         if known is not None and known[0] == DEAD_LETTER and known[1].code() in TOO_LARGE:
             self._stub(batch, i, known[1])
             return
@@ -240,7 +220,7 @@ class Deliveries:
             group=self._group, model_version=self.model_version, worker=self._worker,
         )  # fmt: skip
         kind = f"{stage}/{error_class(exc)}"
-        self.dead_letter_log.log(kind, "dead-lettering %s (%s): %s", _origin(batch, i), kind, exc)
+        self.dead_letter_log.log(kind, "dead-lettering %s (%s): %s", batch.where(i), kind, exc)
         batch.dead_letter_headers[i] = headers  # delivery reports do not carry headers
         self._send((batch, i, DEAD_LETTER, self._dlq, rec.value(), rec.key(), headers))
 
@@ -262,40 +242,17 @@ class Deliveries:
             topic, key = (self._dlq, "dead_letter") if dlq else (self._output, "output")
             resource, grant = f"topic '{topic}' (topics.{key})", "WRITE and DESCRIBE on it"
             line = denied(err.name(), self._producer.conf, "write to", resource, grant)
-            self._fail(ProduceError(f"{line}; {what} for {_origin(batch, i)} not delivered"))
+            self._fail(ProduceError(f"{line}; {what} for {batch.where(i)} not delivered"))
             return
-        self._fail(ProduceError(f"{what} for {_origin(batch, i)} cannot be delivered", err))
+        self._fail(ProduceError(f"{what} for {batch.where(i)} cannot be delivered", err))
 
     def _stub(self, batch: Batch, i: int, err: KafkaError) -> None:
-        """A dead letter too large for its topic: keep the why and where, cut the rest.
-
-        The stub carries only the ``dlq.*`` headers and at most 1 KiB of key and
-        of value, so it fits any sane topic; if even that is refused, the worker
-        stops. The event stays readable in its input topic (``dlq.original.*``
-        say where) for as long as that topic retains it.
-        """
-        rec = batch.records[i]
-        value, key = rec.value(), rec.key()
-        size = len(value) if value is not None else 0
-        dropped = len(rec.headers() or [])
-        headers: Headers = [
-            (k, v)
-            for k, v in dead_letter_headers(
-                rec, "produce", "ProduceError",
-                f"dead letter too large for the dead-letter topic ({kafka_error_text(err)}); "
-                f"value cut to its first {STUB_VALUE_BYTES} of {size} bytes",
-                group=self._group, model_version=self.model_version, worker=self._worker,
-            )
-            if k.startswith("dlq.")
-        ]  # fmt: skip
-        headers += [("dlq.value.truncated", b"true"), ("dlq.value.size", str(size).encode())]
-        if dropped:
-            headers.append(("dlq.headers.dropped", str(dropped).encode()))
-        if key is not None and len(key) > STUB_VALUE_BYTES:
-            headers.append(("dlq.key.size", str(len(key)).encode()))
-            key = key[:STUB_VALUE_BYTES]
-        log.error("dead letter for %s is too large; sending a stub", _origin(batch, i))
-        cut = value[:STUB_VALUE_BYTES] if value is not None else None
+        """A dead letter too large for its topic: a small stub in its place (see envelope)."""
+        key, cut, headers = dead_letter_stub(
+            batch.records[i], kafka_error_text(err), STUB_VALUE_BYTES,
+            group=self._group, model_version=self.model_version, worker=self._worker,
+        )  # fmt: skip
+        log.error("dead letter for %s is too large; sending a stub", batch.where(i))
         batch.dead_letter_headers[i] = headers
         self._send((batch, i, STUB, self._dlq, cut, key, headers))
 
@@ -318,7 +275,7 @@ class Deliveries:
             delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
             log.warning(
                 "delivery for %s failed (attempt %d), retrying in %.2fs: %s",
-                _origin(batch, i), attempt + 1, delay, kafka_error_text(err),
+                batch.where(i), attempt + 1, delay, kafka_error_text(err),
             )  # fmt: skip
             self._retries.append((time.monotonic() + delay, item))
         elif fate == "reject":
@@ -332,12 +289,12 @@ class Deliveries:
             self.txn_failure = err
             log.warning(
                 "delivery for %s failed in the transaction (%s): aborting it and consuming "
-                "again", _origin(batch, i), kafka_error_text(err),
+                "again", batch.where(i), kafka_error_text(err),
             )  # fmt: skip
         if err.code() in TXN_STATE:
             return  # the transaction (or the producer) is done for: all of it is redone
         if fate == "reject" or (fate == "retry" and err.code() not in TRANSIENT):
-            self.poisoned[_position(batch.records[i])] = (kind, err)
+            self.poisoned[batch.position(i)] = (kind, err)
         elif fate == "fatal":
             self._undeliverable(batch, i, kind, err)
 

@@ -14,7 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from stream_infer.inference.envelope import Origins
+from stream_infer.logging import where
 
 __all__ = ["Batch", "OffsetTracker", "TopicPartition"]
 
@@ -55,6 +58,28 @@ class Batch:
     @property
     def done(self) -> bool:
         return self.pending <= 0
+
+    def position(self, i: int) -> tuple[str | None, int | None, int | None]:
+        """Row ``i``'s record as (topic, partition, offset)."""
+        o = self.origins
+        return (o.topics[i], o.partitions[i], o.offsets[i])
+
+    def where(self, i: int) -> str:
+        """Row ``i``'s record as ``topic[partition]@offset``, for log lines."""
+        return where(*self.position(i))
+
+    def locate(self, msg: Any) -> int | None:
+        """The row a failed prediction answered, from its own ``source`` (failures only)."""
+        try:
+            src = orjson.loads(msg.value())["source"]
+            wanted = (src["topic"], src["partition"], src["offset"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        o = self.origins
+        for i, at in enumerate(zip(o.topics, o.partitions, o.offsets, strict=True)):
+            if at == wanted:
+                return i
+        return None
 
 
 class OffsetTracker:
