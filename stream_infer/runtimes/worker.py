@@ -21,15 +21,16 @@ from stream_infer.errors import KafkaClientError
 from stream_infer.inference.codec import Decoder
 from stream_infer.inference.model import Model, load_model
 from stream_infer.kafka.batcher import BatchSizer, MicroBatcher
-from stream_infer.kafka.commits import Committer, OffsetCommitter
-from stream_infer.kafka.consumer import InputConsumer, check_topics, topic_acl_problem
+from stream_infer.kafka.commits import make_committer
+from stream_infer.kafka.consumer import InputConsumer, check_topics
 from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch, OffsetTracker, TopicPartition
 from stream_infer.kafka.producer import OutputProducer
-from stream_infer.kafka.transactions import TransactionCommitter, transactional_id
+from stream_infer.kafka.transactions import transactional_id
 from stream_infer.logging import get_logger
 from stream_infer.ops.telemetry import Telemetry
 from stream_infer.runtimes.backpressure import Backpressure
+from stream_infer.runtimes.common import announce
 from stream_infer.runtimes.modelops import ModelOps
 from stream_infer.runtimes.pipeline import InferenceStage
 
@@ -129,24 +130,9 @@ class Worker:
             self._revoked,
             self._lost,
         )
-        if eos:
-            outputs = {
-                "topics.output": [s.topics.output],
-                "topics.dead_letter": [s.topics.dead_letter],
-            }
-            committer = TransactionCommitter(
-                self._producer,
-                self._deliveries,
-                self._consumer,
-                self.tracker,
-                p.commit_every_s,
-                stopping=self._stop.is_set,
-                diagnose=lambda: topic_acl_problem(s.kafka.admin_config(), outputs, timeout=3.0),
-            )
-            committer.start()
-            self._committer: Committer = committer
-        else:
-            self._committer = OffsetCommitter(self._consumer, self.tracker, p.commit_every_s)
+        self._committer = make_committer(
+            s, self._producer, self._deliveries, self._consumer, self.tracker, self._stop.is_set
+        )
         primary = ops.serving.primary
         self._stage = InferenceStage(
             model,
@@ -182,28 +168,7 @@ class Worker:
             self._stop.is_set,
             self._consumer,
         )
-        log.info(
-            "worker %s: %s -> %s (dead letters: %s), group %s, model %s v%s on %s, "
-            "batches of <= %d rows / %d ms, %s",
-            s.processing.worker_id,
-            ",".join(s.topics.inputs),
-            s.topics.output,
-            s.topics.dead_letter,
-            s.kafka.group_id,
-            s.model.name,
-            primary.version,
-            model.provider,
-            s.batching.max_batch_size,
-            s.batching.max_wait_ms,
-            s.processing.guarantee,
-        )
-        log.info("metrics on %s (and /healthz, /readyz)", tel.url)
-        if s.processing.static_id:
-            log.info(
-                "static group membership as '%s': a restart under this id resumes its "
-                "partitions at once; never run two workers with the same id",
-                s.processing.static_id,
-            )
+        announce(s, primary.version, model.provider, tel.url)
 
     def _switched(self, model: Model) -> None:
         """A hot reload switched the primary (reload thread): what the worker reports follows."""

@@ -8,6 +8,7 @@ the run: integration tests never skip for want of Kafka.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -111,9 +112,11 @@ def make_settings(kafka: str, make_topic: Callable[..., str]) -> Callable[..., S
 def running(settings: Settings, timeout: float = 60.0) -> Iterator[Worker]:
     """A worker on a thread of this process; stopped (gracefully) on exit.
 
-    Its log goes to stderr, which pytest shows for a failing test.
+    Its log goes to stderr, which pytest shows for a failing test, and still propagates to
+    the root logger so that ``caplog`` sees it.
     """
     configure_logging("INFO")
+    logging.getLogger("stream_infer").propagate = True
     worker = Worker(settings)
     errors: list[BaseException] = []
     worker.test_errors = errors  # type: ignore[attr-defined]  # read by wait_for
