@@ -1,7 +1,7 @@
 """The ``stream-infer`` command line.
 
 Every command fails with one line on stderr and a non-zero exit code: 1 for
-an error, 2 for a usage error or a command that is not implemented yet.
+an error, 2 for a usage error.
 
 Help is rendered as plain text (``rich_markup_mode=None``): typer 0.29's rich
 panels print a value placeholder (``<bool>``) after every flag, ``--help``
@@ -73,9 +73,19 @@ def _settings(config: Path | None) -> Settings:
     return settings
 
 
-def _not_implemented(what: str) -> NoReturn:
-    typer.echo(f"stream-infer: {what} is not implemented yet", err=True)
-    raise typer.Exit(2)
+def _tune_gc() -> None:
+    """Collect the youngest generation every 50,000 allocations instead of 700.
+
+    Decoding makes a dict, a list and a float per number of every event, all
+    freed by reference counting; the cyclic collector only rescans them.
+    Measured on 512-event batches of 12 features with a worker-sized heap:
+    decoding took 0.85 µs an event instead of 1.0. The worker process is
+    ours, so the setting is made here, never in the library classes.
+    """
+    import gc
+
+    gc.freeze()  # what start-up loaded (modules, the model) is never collected again
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _usage(message: str) -> NoReturn:
@@ -118,6 +128,7 @@ def run(
         from stream_infer.runtimes.worker import Worker
 
         worker = Worker(settings)
+    _tune_gc()
     signals = {"count": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -223,7 +234,7 @@ def produce(
 
         events = generated_events(read_signature(settings.model.path))
     _cluster(settings)
-    conf = {**settings.kafka.base(), **settings.kafka.producer}
+    conf = {**settings.kafka.base(), **settings.kafka.producer_props()}
     acked = produce_events(conf, target, events, rate=rate, count=count)
     typer.echo(f"produced {acked} events to {target}", err=True)
 
@@ -404,13 +415,31 @@ def dlq_replay(
     typer.echo(report.summary(dry_run))
 
 
-# -- later capabilities ------------------------------------------------------------------
+# -- bench ------------------------------------------------------------------
 
 
 @app.command()
-def bench(config: ConfigOpt = None) -> None:
-    """Benchmark the pipeline against hand-written loops (not implemented yet)."""
-    _not_implemented("bench")
+def bench(
+    model: Annotated[
+        str, typer.Option(help="ONNX file, or a built-in: tabular (12 features), heavy.")
+    ] = "tabular",
+    quick: Annotated[bool, typer.Option(help="Under a minute: fewer events, one round.")] = False,
+    events: Annotated[int | None, typer.Option(min=1000, help="Pre-filled events.")] = None,
+    repeats: Annotated[int | None, typer.Option(min=1, help="Rounds of catch-up runs.")] = None,
+    contenders: Annotated[str | None, typer.Option(help="Comma-separated (default: all).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results folder.")] = None,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Use this broker (HOST:PORT) instead of starting one.")
+    ] = None,
+    profile: Annotated[bool, typer.Option(help="Also profile the worker with py-spy.")] = False,
+) -> None:
+    """Benchmark the worker against hand-written loops; see README, Benchmark."""
+    from stream_infer.tools.bench import BenchOptions, parse_contenders, run_bench
+
+    names = _parsed("--contenders", parse_contenders, contenders)
+    command = " ".join(["stream-infer", *sys.argv[1:]])
+    options = BenchOptions(model, quick, events, repeats, names, out, bootstrap, profile, command)
+    raise typer.Exit(run_bench(options))
 
 
 # -- drift and the data contract -------------------------------------------------------
@@ -480,8 +509,27 @@ DataDirOpt = Annotated[
 
 
 @broker_app.command("start")
-def broker_start(port: PortOpt = 9092, data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+def broker_start(
+    port: PortOpt = 9092,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Also listen with SASL_SSL (SCRAM) and mTLS, ACLs enforced; PORT stays the "
+            "admin's PLAINTEXT door on 127.0.0.1. Prints the client settings.",
+        ),
+    ] = False,
+    secure_port: Annotated[int | None, typer.Option(help="SASL_SSL port (default PORT+1).")] = None,
+    mtls_port: Annotated[int | None, typer.Option(help="mTLS port (default PORT+2).")] = None,
+) -> None:
     """Start the broker; returns once 127.0.0.1:PORT accepts Kafka requests."""
+    if secure:
+        from stream_infer.tools.securebroker import describe, start_secure_broker
+
+        broker = start_secure_broker(port, secure_port or port + 1, mtls_port or port + 2, data_dir)
+        typer.echo(describe(broker))
+        return
     from stream_infer.tools.devbroker import start_broker
 
     status = start_broker(port, data_dir)
@@ -531,6 +579,39 @@ def broker_classpath() -> None:
     from stream_infer.tools.devbroker import classpath
 
     typer.echo(classpath())
+
+
+# -- acls ---------------------------------------------------------------------------------
+
+
+@app.command()
+def acls(
+    principal: Annotated[str, typer.Option(help="Who the worker is, e.g. User:stream-infer.")],
+    config: ConfigOpt = None,
+    guarantee: Annotated[
+        Literal["at_least_once", "exactly_once"] | None,
+        typer.Option(help="Grant for this guarantee (default: the configured one)."),
+    ] = None,
+    apply: Annotated[
+        str | None,
+        typer.Option(
+            help="Create them through this admin listener (PLAINTEXT, e.g. the local "
+            "broker's 127.0.0.1:9092) instead of printing kafka-acls.sh commands."
+        ),
+    ] = None,
+) -> None:
+    """The ACLs a worker of this config needs: kafka-acls.sh commands, or applied with --apply."""
+    from stream_infer.tools.acls import apply_acls, kafka_acls_commands, worker_acls
+
+    if not principal.startswith("User:") or len(principal) == len("User:"):
+        _usage(f"--principal must look like User:NAME, not {principal!r}")
+    grants = worker_acls(_settings(config), guarantee)
+    if apply is None:
+        for line in kafka_acls_commands(grants, principal):
+            typer.echo(line)
+        return
+    created = apply_acls({"bootstrap.servers": apply}, grants, principal)
+    typer.echo(f"created {created} ACL bindings for {principal} through {apply}")
 
 
 # -- dev ---------------------------------------------------------------------------------

@@ -14,14 +14,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from stream_infer.errors import ConfigError
+from stream_infer.secrets import is_secret_key, read_secret_file, reveal, seal
 
 __all__ = [
     "BatchingSettings",
+    "CanarySettings",
     "DlqSettings",
     "DriftSettings",
     "FaustSettings",
@@ -33,6 +44,7 @@ __all__ = [
     "ProcessingSettings",
     "ScalingSettings",
     "Settings",
+    "ShadowSettings",
     "TopicsSettings",
     "cache_root",
     "load_settings",
@@ -40,7 +52,8 @@ __all__ = [
 
 ENV_PREFIX = "STREAM_INFER_"
 CONFIG_ENV = "STREAM_INFER_CONFIG"  # the config file, when no path is given
-ClientProps = dict[str, str | int | float | bool]
+# Secret values (see secrets.py) are held as SecretStr and revealed only in the client dicts.
+ClientProps = dict[str, str | int | float | bool | SecretStr]
 
 # Properties stream-infer owns: letting a file override them would silently
 # void a guarantee (auto-commit commits before the prediction is acknowledged).
@@ -67,7 +80,7 @@ def _check_props(section: str, props: ClientProps, reserved: set[str]) -> Client
     for key in props:
         if key in reserved:
             raise ValueError(f"'{key}' is managed by stream-infer and cannot be set in {section}")
-    return props
+    return seal(props)
 
 
 class KafkaSettings(_Section):
@@ -78,6 +91,10 @@ class KafkaSettings(_Section):
     consumer: ClientProps = Field(default_factory=dict)
     producer: ClientProps = Field(default_factory=dict)
     common: ClientProps = Field(default_factory=dict)
+    # librdkafka property -> file holding its value (a mounted Kubernetes Secret), for both
+    # clients. Read once at start-up; every value read is a secret.
+    secrets: dict[str, str] = Field(default_factory=dict)
+    _secret_values: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
 
     @field_validator("common")
     @classmethod
@@ -94,9 +111,38 @@ class KafkaSettings(_Section):
     def _producer(cls, v: ClientProps) -> ClientProps:
         return _check_props("kafka.producer", v, _RESERVED_PRODUCER | _RESERVED_COMMON)
 
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, path in v.items():
+            if key in _RESERVED_COMMON:
+                raise ValueError(f"'{key}' is managed by stream-infer and cannot be a secret")
+            if not path:
+                raise ValueError(f"no file named for {key}")
+        return v
+
+    @model_validator(mode="after")
+    def _read_secrets(self) -> KafkaSettings:
+        both = sorted(set(self.secrets) & set(self.common))
+        if both:
+            raise ValueError(f"{', '.join(both)} set in both kafka.common and kafka.secrets")
+        self._secret_values = {k: read_secret_file(k, p) for k, p in self.secrets.items()}
+        from stream_infer.kafka.security import check_security  # local: keeps config light
+
+        check_security(self.security_props())
+        return self
+
+    def security_props(self) -> dict[str, Any]:
+        """``kafka.common`` plus the values read from ``kafka.secrets`` (still sealed)."""
+        return {**self.common, **self._secret_values}
+
     def base(self) -> dict[str, Any]:
         """Properties every client gets: servers plus the shared security settings."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.common}
+        return {"bootstrap.servers": self.bootstrap_servers, **reveal(self.security_props())}
+
+    def producer_props(self) -> dict[str, Any]:
+        """``kafka.producer`` as librdkafka takes it, for tools that build their own producer."""
+        return reveal(self.producer)
 
     def consumer_config(self, client_id: str, instance_id: str | None = None) -> dict[str, Any]:
         """The worker's consumer: manual commits, cooperative rebalancing.
@@ -121,7 +167,7 @@ class KafkaSettings(_Section):
         if str(self.consumer.get("group.protocol", "classic")).lower() == "classic":
             # KIP-848's 'consumer' protocol assigns on the broker and rejects this key.
             conf["partition.assignment.strategy"] = "cooperative-sticky"
-        conf.update(self.consumer)
+        conf.update(reveal(self.consumer))
         return conf
 
     def producer_config(
@@ -150,7 +196,7 @@ class KafkaSettings(_Section):
             conf["transactional.id"] = transactional_id
             conf["transaction.timeout.ms"] = 10_000
             conf["delivery.report.only.error"] = True
-        conf.update(self.producer)
+        conf.update(reveal(self.producer))
         return conf
 
     def admin_config(self) -> dict[str, Any]:
@@ -184,6 +230,38 @@ class TopicsSettings(_Section):
         return self
 
 
+class ShadowSettings(_Section):
+    """A second model run on the same batches, its answers written to their own topic only."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
+
+    path: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1, description="null: model.name")
+    version: str | None = Field(None, min_length=1, description="null: the file's, else 'shadow'")
+    topic: str = Field(min_length=1)
+    # A shadow that falls behind drops whole batches (counted) rather than slow the primary.
+    max_queued_batches: int = Field(4, ge=1, le=1024)
+    window_s: float = Field(300.0, gt=0, le=86_400, description="agreement gauges window")
+
+
+class CanarySettings(_Section):
+    """A candidate model answering a stable share of keys in place of the primary."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
+
+    path: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1, description="null: model.name")
+    version: str | None = Field(None, min_length=1, description="null: the file's, else 'canary'")
+    share: float = Field(description="share of keys routed to the canary, in (0, 1]")
+
+    @field_validator("share")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError("must be in (0, 1]: the share of keys the canary answers")
+        return v
+
+
 class ModelSettings(_Section):
     """The ONNX model and where it runs."""
 
@@ -194,7 +272,36 @@ class ModelSettings(_Section):
     version: str = Field("1", min_length=1)
     device: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime's default")
+    # onnxruntime's pool threads spin between calls by default; that costs the pipeline's
+    # other threads their CPU. Spinning pays only for a model that runs back to back.
+    spin: bool = Field(False, description="let onnxruntime's idle threads spin")
     warmup: bool = True
+    # GPU path (inference/runners.py). "auto": on for CUDA and TensorRT, off on a CPU.
+    batch_buckets: Literal["auto", "off"] | list[int] = Field(
+        "auto", description="pad batches to these sizes (auto: powers of two on a GPU)"
+    )
+    io_binding: Literal["auto", "on", "off"] = "auto"
+    cuda_graphs: bool = Field(False, description="capture and replay CUDA graphs (CUDA only)")
+    # Hot reload: model.path is looked at this often (0 = never); a replaced file is loaded,
+    # warmed up and checked off the hot path, then served from the next batch on.
+    reload_interval_s: float = Field(2.0, ge=0, le=3600)
+    # same: a reloaded model must keep the output names (in order); any: outputs may change.
+    reload_outputs: Literal["same", "any"] = "same"
+    shadow: ShadowSettings | None = None
+    canary: CanarySettings | None = None
+
+    @field_validator("batch_buckets")
+    @classmethod
+    def _buckets(cls, v: Any) -> Any:
+        if isinstance(v, list) and (not v or any(b < 1 for b in v)):
+            raise ValueError("must be 'auto', 'off' or a list of batch sizes >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _graphs_need_binding(self) -> ModelSettings:
+        if self.cuda_graphs and (self.io_binding == "off" or self.batch_buckets == "off"):
+            raise ValueError("cuda_graphs needs io_binding and batch_buckets (fixed buffers)")
+        return self
 
 
 class BatchingSettings(_Section):
@@ -202,6 +309,10 @@ class BatchingSettings(_Section):
 
     max_batch_size: int = Field(512, ge=1, le=100_000)
     max_wait_ms: int = Field(10, ge=0, le=60_000)
+    # None: batches of up to max_batch_size. Set, the batch size adapts: the largest
+    # batch whose model call is expected to take at most this long (measured as the
+    # worker runs), so a heavy model keeps its latency while a light one batches fully.
+    latency_target_ms: float | None = Field(None, gt=0, le=600_000)
 
 
 class ProcessingSettings(_Section):
@@ -357,6 +468,21 @@ class Settings(BaseSettings):
     dlq: DlqSettings = Field(default_factory=DlqSettings)  # type: ignore[arg-type]
     faust: FaustSettings = Field(default_factory=FaustSettings)  # type: ignore[arg-type]
 
+    @model_validator(mode="after")
+    def _shadow_topic(self) -> Settings:
+        # The shadow's answers must never reach the readers of the real ones (or loop back in).
+        shadow = self.model.shadow
+        if shadow is not None:
+            t = self.topics
+            for name, label in (
+                *((name, "an input topic") for name in t.inputs),
+                (t.output, "topics.output"),
+                (t.dead_letter, "topics.dead_letter"),
+            ):
+                if shadow.topic == name:
+                    raise ValueError(f"model.shadow.topic '{name}' is also {label}")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -436,15 +562,26 @@ def _env_origin(loc: tuple[Any, ...]) -> str:
     return ""
 
 
+# The last location part pydantic adds for each branch of a client property's union type.
+_UNION_BRANCHES = {"str", "int", "float", "bool"}
+
+
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(part) for part in err.get("loc", ()))
+    parts = tuple(err.get("loc", ()))
     msg = str(err.get("msg", "invalid"))
+    if parts and (parts[-1] in _UNION_BRANCHES or "[" in str(parts[-1])):
+        # One line per property, not one per branch of str | int | float | bool | SecretStr.
+        parts, msg = parts[:-1], "must be a string, a number or a boolean"
+        err = {**err, "loc": parts}
+    loc = ".".join(str(part) for part in parts)
     msg = msg.removeprefix("Value error, ")
     origin = _env_origin(tuple(err.get("loc", ())))
     if err.get("type") == "extra_forbidden":
         return f"{loc}: unknown key{origin}"
     shown = err.get("input")
-    got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
+    secret = any(is_secret_key(str(part)) for part in err.get("loc", ()))
+    hidden = secret or isinstance(shown, dict | list | SecretStr) or shown is None
+    got = "" if hidden else f" (got {shown!r})"
     return f"{loc}: {msg}{got}{origin}" if loc else f"{msg}{got}"
 
 
@@ -478,5 +615,6 @@ def load_settings(path: str | Path | None = None) -> Settings:
         ) from None
     except ValidationError as exc:
         where = f" in {path}" if path is not None else ""
-        details = "; ".join(_describe(e) for e in exc.errors())  # type: ignore[arg-type]
+        described = [_describe(e) for e in exc.errors()]  # type: ignore[arg-type]
+        details = "; ".join(dict.fromkeys(described))
         raise ConfigError(f"invalid configuration{where}: {details}") from None

@@ -78,3 +78,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def demo_model_zipmap(model_dir: Path) -> Path:
+    """A real classifier whose probabilities come out as a ZipMap: a sequence of maps."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_breast_cancer(return_X_y=True)
+    clf = LogisticRegression(max_iter=5000).fit(x, y)
+    onx = to_onnx(clf, x[:1].astype("float32"), target_opset=17)  # zipmap on by default
+    path = model_dir / "zipmap.onnx"
+    path.write_bytes(onx.SerializeToString())
+    return path

@@ -24,18 +24,26 @@ def event(features: object, **extra: object) -> bytes:
     return orjson.dumps({"features": features, **extra})
 
 
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
+def _save(graph: onnx.GraphProto, path: Path, version: str | None = None) -> Path:
     model = helper.make_model(graph, opset_imports=OPSET, producer_name="stream-infer-tests")
     model.ir_version = 8
+    if version is not None:  # what a hot reload reads as the file's own version
+        helper.set_model_props(model, {"version": version})
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
 
 
-def linear(path: Path, n_features: int = 4, n_out: int = 3) -> Path:
-    """scores = x @ W + b (float32), best = argmax(scores): two outputs of different ranks."""
-    rng = np.random.default_rng(7)
+def linear(
+    path: Path, n_features: int = 4, n_out: int = 3, seed: int = 7, version: str | None = None
+) -> Path:
+    """scores = x @ W + b (float32), best = argmax(scores): two outputs of different ranks.
+
+    Another ``seed`` gives other weights (a retrained "version 2"); ``version`` is
+    written into the file's metadata.
+    """
+    rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.normal(size=(n_features, n_out)).astype(np.float32), "W")
     b = numpy_helper.from_array(rng.normal(size=(n_out,)).astype(np.float32), "B")
     nodes = [
@@ -53,7 +61,38 @@ def linear(path: Path, n_features: int = 4, n_out: int = 3) -> Path:
         ],
         [w, b],
     )
-    return _save(graph, path)
+    return _save(graph, path, version)
+
+
+def failing_linear(path: Path, version: str | None = None) -> Path:
+    """The linear model's inputs and outputs, failing in onnxruntime on every row whose
+    second feature is 1 or more in magnitude (an out-of-range Gather), so it passes its
+    warm-up on zeros and fails on real rows: a broken candidate model."""
+    rng = np.random.default_rng(7)
+    w = numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W")
+    table = numpy_helper.from_array(np.zeros(1, dtype=np.float32), "table")
+    starts = numpy_helper.from_array(np.array([1], dtype=np.int64), "starts")
+    ends = numpy_helper.from_array(np.array([2], dtype=np.int64), "ends")
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [
+        helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["second"]),
+        helper.make_node("Cast", ["second"], ["idx"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "idx"], ["picked"], axis=0),
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "picked"], ["scores"]),
+        helper.make_node("ArgMax", ["scores"], ["best"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "failing",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("best", TensorProto.INT64, ["batch"]),
+        ],
+        [w, table, starts, ends, axes],
+    )
+    return _save(graph, path, version)
 
 
 def gather(path: Path, size: int = 10) -> Path:

@@ -434,6 +434,121 @@ def _drift_row(board: dashboard.Dashboard) -> None:
     )
 
 
+def _rollout_row(board: dashboard.Dashboard) -> None:
+    board.with_row(dashboard.Row("Model rollout (hot reload, canary, shadow)"))
+    board.with_panel(
+        table.Panel()
+        .title("Models served")
+        .description("Every model each worker answers with: primary, canary, shadow.")
+        .datasource(_DATASOURCE)
+        .with_target(
+            _query(_in_group("stream_infer_variant_info"), "", "A", instant=True).format(
+                prometheus_models.PromQueryFormat.TABLE
+            )
+        )
+        .with_transformation(
+            models.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True},
+                    "indexByName": {
+                        "instance": 0, "variant": 1, "model": 2, "version": 3, "provider": 4
+                    },
+                },
+            )
+        )
+        .height(8)
+        .span(8)
+    )  # fmt: skip
+    board.with_panel(
+        _timeseries(
+            "Hot reloads",
+            "Replaced model files served (ok) or refused (the old model keeps serving; the log "
+            "says why), per rate interval.",
+            "short",
+            (
+                f"sum by (result) (increase(stream_infer_model_reloads_total[{_RATE}]) "
+                f"{_IN_GROUP})",
+                "{{result}}",
+            ),
+            span=8,
+        )
+    )
+    board.with_panel(
+        _timeseries(
+            "Rows per version",
+            "Rows each variant and version predicted, or failed on alone (a canary's failed "
+            "rows are answered by the primary).",
+            _PER_SECOND,
+            (
+                f"sum by (variant, version, result) ({_rate('stream_infer_variant_rows_total')})",
+                "{{variant}} {{version}} {{result}}",
+            ),
+            span=8,
+        )
+    )
+    duration = "stream_infer_variant_inference_duration_seconds"
+    board.with_panel(
+        _timeseries(
+            "Inference duration per version",
+            "p99 of one inference call, per variant and version.",
+            "s",
+            (
+                "histogram_quantile(0.99, sum by (le, variant, version) "
+                f"({_rate(duration + '_bucket')}))",
+                "p99 {{variant}} {{version}}",
+            ),
+            (
+                f"sum by (variant, version) ({_rate(duration + '_sum')}) / sum by "
+                f"(variant, version) ({_rate(duration + '_count')})",
+                "mean {{variant}} {{version}}",
+            ),
+            span=8,
+        )
+    )
+    board.with_panel(
+        _timeseries(
+            "Shadow agreement",
+            "Share of rows where shadow and primary agree (equal integers, equal argmax), "
+            "over the shadow's window and over the dashboard's rate interval.",
+            "percentunit",
+            (f"min by (output) ({_in_group('stream_infer_shadow_agreement')})", "{{output}}"),
+            (
+                f"sum by (output) ({_rate('stream_infer_shadow_agreeing_rows_total')}) / "
+                f"sum by (output) ({_rate('stream_infer_shadow_compared_rows_total')})",
+                "{{output}} (rate)",
+            ),
+            span=8,
+        )
+    )
+    board.with_panel(
+        _timeseries(
+            "Shadow difference and health",
+            "Mean absolute difference per row between shadow and primary, and the shadow's "
+            "batches and records by result (failed, dropped: never a primary prediction lost).",
+            "short",
+            (
+                f"max by (output) ({_in_group('stream_infer_shadow_mean_abs_diff')})",
+                "mean |diff| {{output}}",
+            ),
+            (
+                f"sum by (output) ({_rate('stream_infer_shadow_abs_diff_total')}) / "
+                f"sum by (output) ({_rate('stream_infer_shadow_compared_rows_total')})",
+                "mean |diff| {{output}} (rate)",
+            ),
+            (
+                f"sum by (result) ({_rate('stream_infer_shadow_batches_total')})",
+                "batches {{result}}",
+            ),
+            (
+                f"sum by (result) ({_rate('stream_infer_shadow_records_total')})",
+                "records {{result}}",
+            ),
+            span=8,
+        )
+    )
+
+
 def build() -> models.Dashboard:
     """The dashboard model: panels in rows, a data-source and a consumer-group variable."""
     board = (
@@ -461,7 +576,8 @@ def build() -> models.Dashboard:
             .sort(models.VariableSort.ALPHABETICAL_ASC)
         )
     )
-    for add_row in (_overview_row, _kafka_row, _latency_row, _scaling_row, _drift_row):
+    rows = (_overview_row, _kafka_row, _latency_row, _scaling_row, _drift_row, _rollout_row)
+    for add_row in rows:
         add_row(board)
     model = board.build()
     # Unique panel ids: Grafana links, shares and embeds panels by id.

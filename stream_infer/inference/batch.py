@@ -20,7 +20,7 @@ from typing import Any
 
 from stream_infer.errors import InferenceError, RecordError
 from stream_infer.inference.codec import Decoded, Rows
-from stream_infer.inference.envelope import Encoder, SourceRecord
+from stream_infer.inference.envelope import Encoder, Origins, SourceRecord
 from stream_infer.inference.model import Model
 
 __all__ = ["Outcome", "Predict", "infer_batch", "infer_rows", "split_rows"]
@@ -38,6 +38,8 @@ class Outcome:
     failures: Failed = field(default_factory=list)  # rows onnxruntime fails on, alone
     rejects: list[tuple[int, RecordError]] = field(default_factory=list)  # decode/validate
     predicted: list[tuple[dict[str, Any], list[Any]]] = field(default_factory=list)  # drift
+    # With keep_predicted, the rows of each entry of ``predicted`` (a shadow runs on them).
+    parts: list[Rows] = field(default_factory=list)
 
 
 def split_rows(rows: Rows, at: int) -> tuple[Rows, Rows]:
@@ -101,6 +103,7 @@ def infer_batch(
     decoded: Decoded,
     predict: Predict | None = None,
     keep_predicted: bool = False,
+    origins: Origins | None = None,
 ) -> Outcome:
     """Infer and encode a whole decoded batch (``predict`` defaults to the model's own)."""
     run: Predict = predict or (lambda feeds, _rows: model.predict(feeds))
@@ -113,8 +116,11 @@ def infer_batch(
                 "stopping without committing this batch"
             )
         for part, outputs in done:
-            outcome.predictions.append((part.index, encoder.encode(records, part, outputs)))
+            outcome.predictions.append(
+                (part.index, encoder.encode(records, part, outputs, origins))
+            )
             if keep_predicted:
                 outcome.predicted.append((part.feeds, outputs))
+                outcome.parts.append(part)
         outcome.failures.extend(failed)
     return outcome

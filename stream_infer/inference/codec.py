@@ -8,7 +8,6 @@ go one by one, to find exactly which events are bad and say why.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,17 +17,23 @@ import orjson
 
 from stream_infer.errors import DecodeError, RecordError, ValidationError
 from stream_infer.inference.model import InputSpec, Signature
+from stream_infer.inference.validate import (
+    check_row,
+    fast_array,
+    has_bool,
+    json_type,
+    max_event_bytes,
+    shape_message,
+    show,
+    too_big,
+)
 
 __all__ = ["Decoded", "Decoder", "Rows"]
 
-_EXACT_FLOAT_INT = 2.0**53
-_ACCEPTED_SCALARS: dict[str, tuple[type, ...]] = {
-    "f": (int, float),
-    "i": (int, float),  # floats are accepted when integral (1.0), checked on cast
-    "u": (int, float),
-    "b": (bool,),
-    "O": (str,),
-}
+_ID_TYPES = {str, int, type(None)}
+# The clean path parses a whole batch before it builds arrays; above this many bytes of
+# events (typical batches: 512 x 200 B) the per-event path keeps memory to one event.
+_CLEAN_BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -50,116 +55,6 @@ class Decoded:
         return sum(len(g.index) for g in self.groups)
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _show(value: Any) -> str:
-    """A JSON value for an error message: short ones verbatim, long ones by type."""
-    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    return text if len(text) <= 40 else f"a long {_json_type(value)}"
-
-
-def _first_bad(
-    value: Any, accepted: tuple[type, ...], path: str, depth: int
-) -> tuple[str, Any] | None:
-    """The first leaf that is not an accepted scalar (or nests past ``depth``), with its path.
-
-    Iterative, with the nesting capped by the input's rank: an event nested a
-    thousand levels deep must not hit Python's recursion limit.
-    """
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
-    while stack:
-        item, where_, level = stack.pop()
-        if isinstance(item, list):
-            if level >= depth:
-                return where_, item
-            stack.extend(
-                (v, f"{where_}[{p}]", level + 1) for p, v in reversed(list(enumerate(item)))
-            )
-        elif (isinstance(item, bool) and bool not in accepted) or not isinstance(item, accepted):
-            return where_, item
-    return None
-
-
-def _has_bool(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, bool):
-            return True
-    return False
-
-
-def _cast(arr: np.ndarray, spec: InputSpec) -> np.ndarray | None:
-    """Cast a parsed numeric array to the input's dtype, or None if a value does not fit."""
-    target = spec.dtype
-    if target.kind == "f":
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = arr.astype(target)
-        return out if np.isfinite(out).all() else None
-    # Integer input: values must be integral and inside the type's range.
-    info = np.iinfo(target)
-    if not arr.size:
-        return arr.astype(target)
-    if arr.dtype.kind == "f":
-        if not (np.isfinite(arr).all() and (np.floor(arr) == arr).all()):
-            return None
-        # Beyond 2**53 a float64 is not an exact integer any more: a big id
-        # batched with a float elsewhere would silently change. Let the
-        # row-by-row path (which keeps Python ints exact) decide instead.
-        if np.abs(arr).max() >= _EXACT_FLOAT_INT:
-            return None
-    # Integral floats too: 300.0 must not wrap round to 44 in an int8 input.
-    if arr.min() < info.min or arr.max() > info.max:
-        return None
-    return arr.astype(target)
-
-
-def _exact_ints(value: Any, spec: InputSpec, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Integers of a row that mixes ints and floats, converted without a float detour."""
-    info = np.iinfo(spec.dtype)
-    exact = []
-    for v in np.array(value, dtype=object).reshape(-1).tolist():
-        if isinstance(v, float):
-            if not (v.is_integer() and abs(v) < _EXACT_FLOAT_INT):
-                return None
-            v = int(v)
-        if not info.min <= v <= info.max:
-            return None
-        exact.append(v)
-    return np.array(exact, dtype=spec.dtype).reshape(shape)
-
-
-def _fast(spec: InputSpec, values: list[Any]) -> np.ndarray | None:
-    """All rows of one input at once, or None when any row needs a closer look."""
-    try:
-        if spec.kind == "O":
-            return None  # strings: numpy would accept numbers too, so check per row
-        arr = np.array(values)
-    except (ValueError, TypeError, OverflowError):
-        return None
-    if not spec.fits(arr.shape[1:]):
-        return None
-    if spec.kind == "b":
-        return arr if arr.dtype.kind == "b" else None
-    if arr.dtype.kind not in "iuf":
-        return None
-    return _cast(arr, spec)
-
-
 class Decoder:
     """Turns a batch of raw values into model feeds plus the rejects, each with its reason."""
 
@@ -171,14 +66,23 @@ class Decoder:
         # test below finds the (rare) events that need the strict check.
         self._numeric = any(spec.kind in "iuf" for spec in self._specs)
         self._known = set(self._names)
+        self._max_bytes = max_event_bytes(signature.inputs)
+        first = self._specs[0].shape[0] if self._single and self._specs[0].shape else None
+        self._single_len = first  # a single input's fixed row length, for the guard below
 
     def decode(self, values: Sequence[bytes | str | None]) -> Decoded:
         """Decode a batch; whatever goes wrong is pinned on the event that caused it.
 
-        The per-event checks below are meant to catch everything, but should an
-        event still provoke an exception, the batch is decoded again one event
-        at a time so that only that event is dead-lettered (never a crash loop).
+        The common case (every event a well-formed object for this model) takes
+        ``_decode_clean``, a handful of C-level passes over the whole batch. Any
+        doubt sends the batch to the per-event path, which names each bad event.
+        The per-event checks are meant to catch everything, but should an event
+        still provoke an exception, the batch is decoded again one event at a time
+        so that only that event is dead-lettered (never a crash loop).
         """
+        clean = self._decode_clean(values)
+        if clean is not None:
+            return clean
         try:
             return self._decode(values)
         except Exception:
@@ -194,6 +98,58 @@ class Decoder:
                 out.groups.extend(Rows([i], g.ids, g.feeds) for g in one.groups)
             return out
 
+    def _decode_clean(self, values: Sequence[bytes | str | None]) -> Decoded | None:
+        """The whole batch at once, or None at the first doubt (then ``_decode`` decides).
+
+        Measured on 512 events of 12 features: 1.0 µs an event, against 1.35 µs
+        for the per-event path. The checks are the per-event path's, batched:
+        every value parses to an object with ``features``; ids are strings,
+        integers or absent; the arrays have the model's per-row shapes and
+        numeric dtypes; no JSON boolean hides in a numeric input (a byte scan
+        of the batch, as on the per-event path).
+        """
+        if not values:
+            return None
+        max_bytes = self._max_bytes
+        if max_bytes and any(len(v) > max_bytes for v in values if v is not None):
+            return None  # an oversize event: the per-event path refuses it unparsed
+        if sum(len(v) for v in values if v is not None) > _CLEAN_BATCH_BYTES:
+            return None  # parsed all at once it would weigh ~10x that: one event at a time
+        try:
+            docs = list(map(orjson.loads, values))  # type: ignore[arg-type]
+            features = [d["features"] for d in docs]
+            ids = [d.get("id") for d in docs]
+        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+            return None
+        if not set(map(type, ids)) <= _ID_TYPES:
+            return None
+        if self._single is not None:
+            columns = [features]
+        else:
+            known, width = self._known, len(self._names)
+            if not all(type(f) is dict and len(f) == width for f in features):
+                return None
+            try:
+                columns = [[f[name] for f in features] for name in self._names]
+            except KeyError:
+                return None
+            if not all(f.keys() == known for f in features):
+                return None
+        feeds = {}
+        for spec, column in zip(self._specs, columns, strict=True):
+            arr = fast_array(spec, column)
+            if arr is None:
+                return None
+            feeds[spec.name] = arr
+        if self._numeric:
+            try:
+                joined = b"".join(values)  # type: ignore[arg-type]
+            except TypeError:  # str values: the per-event path scans those
+                return None
+            if b"true" in joined or b"false" in joined:
+                return None
+        return Decoded(groups=[Rows(list(range(len(values))), ids, feeds)])
+
     def _decode(self, values: Sequence[bytes | str | None]) -> Decoded:
         out = Decoded()
         rejects = out.rejects
@@ -202,9 +158,13 @@ class Decoder:
         columns: list[list[Any]] = [[] for _ in self._specs]
         suspicious: list[int] = []
         loads, single, names = orjson.loads, self._single, self._names
+        max_bytes, too_long, single_len = self._max_bytes, self._too_long, self._single_len
         for i, raw in enumerate(values):
             if raw is None:
                 rejects.append((i, DecodeError("tombstone: the message has no value")))
+                continue
+            if max_bytes is not None and len(raw) > max_bytes:  # hostile-input guard
+                rejects.append((i, ValidationError(too_big(len(raw), max_bytes))))
                 continue
             try:
                 doc = loads(raw)
@@ -213,18 +173,18 @@ class Decoder:
                 continue
             if type(doc) is not dict:
                 rejects.append(
-                    (i, ValidationError(f"value must be a JSON object, not {_json_type(doc)}"))
+                    (i, ValidationError(f"value must be a JSON object, not {json_type(doc)}"))
                 )
                 continue
             features = doc.get("features")
             ident = doc.get("id")
             if ident is not None and type(ident) is not str and type(ident) is not int:
                 rejects.append(
-                    (i, ValidationError(f"id must be a string or an integer, not {_show(ident)}"))
+                    (i, ValidationError(f"id must be a string or an integer, not {show(ident)}"))
                 )
                 continue
             if type(features) is dict:
-                problem = self._check_names(features)
+                problem = self._check_names(features) or too_long(features)
                 if problem:
                     rejects.append((i, ValidationError(problem)))
                     continue
@@ -235,6 +195,9 @@ class Decoder:
                 rejects.append((i, ValidationError(f"'features' {why}")))
                 continue
             elif single is not None:
+                if single_len is not None and type(features) is list and len(features) > single_len:
+                    rejects.append((i, ValidationError(too_long({single: features}) or "")))
+                    continue  # hostile-input guard: too long, said before arrays are built
                 columns[0].append(features)
             else:
                 rejects.append(
@@ -242,7 +205,7 @@ class Decoder:
                         i,
                         ValidationError(
                             "features must be an object keyed by input name "
-                            f"({', '.join(names)}), not {_json_type(features)}"
+                            f"({', '.join(names)}), not {json_type(features)}"
                         ),
                     )
                 )
@@ -270,6 +233,19 @@ class Decoder:
             return f"features has unknown input {', '.join(map(repr, extra))} {inputs}"
         return None
 
+    def _too_long(self, features: dict[str, Any]) -> str | None:
+        """Hostile-input guard: a row longer than a fixed first axis, said before arrays are built.
+
+        A million numbers for a 12-feature model would otherwise be stacked and
+        walked element by element on the slow path; the length says it all.
+        """
+        for spec in self._specs:
+            value = features.get(spec.name)
+            want = spec.shape[0] if spec.shape else None
+            if want is not None and type(value) is list and len(value) > want:
+                return shape_message(self._label(spec), spec, (len(value),))
+        return None
+
     def _label(self, spec: InputSpec) -> str:
         return "features" if self._single is not None else f"features.{spec.name}"
 
@@ -281,14 +257,14 @@ class Decoder:
         columns: list[list[Any]],
         suspicious: list[int],
     ) -> None:
-        arrays = [_fast(spec, col) for spec, col in zip(self._specs, columns, strict=True)]
+        arrays = [fast_array(spec, col) for spec, col in zip(self._specs, columns, strict=True)]
         if all(a is not None for a in arrays):
             keep = None
             if suspicious:
                 numeric = [
                     c for spec, c in zip(self._specs, columns, strict=True) if spec.kind in "iuf"
                 ]
-                bad = [r for r in suspicious if any(_has_bool(col[r]) for col in numeric)]
+                bad = [r for r in suspicious if any(has_bool(col[r]) for col in numeric)]
                 for r in bad:
                     out.rejects.append((index[r], self._row_error(r, columns)))
                 if bad:
@@ -316,7 +292,8 @@ class Decoder:
         for r, i in enumerate(index):
             try:
                 row = [
-                    self._row(spec, col[r]) for spec, col in zip(self._specs, columns, strict=True)
+                    check_row(spec, col[r], self._label(spec))
+                    for spec, col in zip(self._specs, columns, strict=True)
                 ]
             except ValidationError as exc:
                 out.rejects.append((i, exc))
@@ -340,85 +317,7 @@ class Decoder:
     def _row_error(self, r: int, columns: list[list[Any]]) -> ValidationError:
         for spec, col in zip(self._specs, columns, strict=True):
             try:
-                self._row(spec, col[r])
+                check_row(spec, col[r], self._label(spec))
             except ValidationError as exc:
                 return exc
         return ValidationError("features do not fit the model")  # pragma: no cover
-
-    def _row(self, spec: InputSpec, value: Any) -> np.ndarray:
-        """One row of one input, validated, or a ValidationError that says exactly why."""
-        label = self._label(spec)
-        accepted = _ACCEPTED_SCALARS[spec.kind]
-        if not spec.shape:
-            if (
-                isinstance(value, list)
-                or not isinstance(value, accepted)
-                or (isinstance(value, bool) and bool not in accepted)
-            ):
-                raise ValidationError(
-                    f"{label} must be a single {_kind_word(spec)} for input {spec.describe()}, "
-                    f"not {_json_type(value)}"
-                )
-        elif not isinstance(value, list):
-            raise ValidationError(
-                f"{label} must be an array for input {spec.describe()}, not {_json_type(value)}"
-            )
-        bad = _first_bad(value, accepted, label, depth=len(spec.shape))
-        if bad is not None:
-            where, leaf = bad
-            if isinstance(leaf, list):
-                raise ValidationError(
-                    f"{label} is nested too deeply for input {spec.describe()} "
-                    f"({where} is an array)"
-                )
-            raise ValidationError(
-                f"{where} is {_json_type(leaf)}; input {spec.name} takes {_kind_word(spec)}s"
-            )
-        ragged = ValidationError(
-            f"{label} is ragged (nested arrays of different lengths); input {spec.describe()}"
-        )
-        try:
-            arr = np.array(value, dtype=object if spec.kind == "O" else None)
-        except (ValueError, OverflowError):
-            raise ragged from None
-        if spec.kind == "O" and not all(type(v) is str for v in arr.reshape(-1).tolist()):
-            raise ragged  # an object array of lists: numpy does not complain for those
-        if not spec.fits(arr.shape):
-            raise ValidationError(self._shape_message(label, spec, arr.shape))
-        if spec.kind in "iuf":
-            cast = _cast(arr, spec)
-            if cast is None and spec.kind in "iu" and arr.dtype.kind == "f":
-                cast = _exact_ints(value, spec, arr.shape)
-            if cast is None:
-                raise ValidationError(self._range_message(label, spec, value, arr.shape))
-            return cast
-        return arr.astype(spec.dtype) if spec.kind == "b" else arr
-
-    @staticmethod
-    def _shape_message(label: str, spec: InputSpec, shape: tuple[int, ...]) -> str:
-        if len(spec.shape) == 1 and len(shape) == 1 and spec.shape[0] is not None:
-            return f"{label} has {shape[0]} values; input {spec.name} takes {spec.shape[0]}"
-        got = "[" + ", ".join(map(str, shape)) + "]"
-        return f"{label} has shape {got}; input {spec.describe()}"
-
-    @staticmethod
-    def _range_message(label: str, spec: InputSpec, value: Any, shape: tuple[int, ...]) -> str:
-        """Name the first element that does not fit, judged on the JSON value itself."""
-        flat = np.array(value, dtype=object).reshape(-1).tolist()
-        for pos, v in enumerate(flat):
-            one = _exact_ints(v, spec, ()) if spec.kind in "iu" else _cast(np.array(v), spec)
-            if one is not None:
-                continue
-            where = label + "".join(f"[{k}]" for k in np.unravel_index(pos, shape))
-            if spec.kind in "iu" and isinstance(v, float) and math.isfinite(v):
-                if not v.is_integer():
-                    kind = spec.dtype.name
-                    return f"{where} = {v!r} is not an integer; input {spec.name} is {kind}"
-                if abs(v) >= _EXACT_FLOAT_INT:
-                    return f"{where} = {v!r} is a float too large to be an exact integer"
-            return f"{where} = {v!r} is out of range for {spec.dtype.name}"
-        return f"{label} does not fit {spec.dtype.name}"  # pragma: no cover
-
-
-def _kind_word(spec: InputSpec) -> str:
-    return {"b": "boolean", "O": "string"}.get(spec.kind, "number")

@@ -7,7 +7,8 @@ they answer for, so every output can be traced back to ``topic[partition]@offset
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,9 +19,9 @@ from stream_infer.inference.codec import Rows
 
 __all__ = [
     "REPLAY_COUNT_HEADER",
-    "STUB_BYTES",
     "Encoder",
     "Headers",
+    "Origins",
     "SourceRecord",
     "dead_letter_headers",
     "dead_letter_stub",
@@ -28,7 +29,6 @@ __all__ = [
 ]
 
 _ERROR_MESSAGE_CAP = 1024
-STUB_BYTES = 1024  # key and value bytes a dead-letter stub keeps
 # Set by ``dlq replay`` on the events it sends back; the one ``dlq.*`` header a
 # dead letter inherits from its input, so the count survives a second failure.
 REPLAY_COUNT_HEADER = "dlq.replay.count"
@@ -47,17 +47,98 @@ class SourceRecord(Protocol):
     def headers(self) -> Headers | None: ...
 
 
+@dataclass(slots=True)
+class Origins:
+    """Where each record of a batch came from, read once per batch.
+
+    The accessors of a consumed record are method calls; a batch reads them
+    once here, and the offset books, the encoder and the latency histogram all
+    use these lists.
+    """
+
+    topics: list[str | None]
+    partitions: list[int | None]
+    offsets: list[int | None]
+    timestamps: list[int]
+    keys: list[bytes | str | None]
+
+    @classmethod
+    def of(cls, records: Sequence[SourceRecord]) -> Origins:
+        return cls(
+            [r.topic() for r in records],
+            [r.partition() for r in records],
+            [r.offset() for r in records],
+            [r.timestamp()[1] for r in records],
+            [r.key() for r in records],
+        )
+
+
+_NUMERIC_KINDS = "biuf"
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _column(value: Any, rows: int) -> list[bytes] | None:
+    """One output's JSON text per row, from a single serialisation of the whole column.
+
+    orjson writes a numeric array in one C call; rows are then cut at their
+    separators (``,`` for one value per row, ``],[`` for a vector, and so on),
+    which cannot occur inside a number. None when the output is not a numeric
+    tensor (strings, sequences of maps): those take the per-row path.
+    """
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in _NUMERIC_KINDS:
+        return None
+    if value.ndim == 0 or value.shape[0] != rows or 0 in value.shape:
+        return None
+    try:
+        text = orjson.dumps(np.ascontiguousarray(value), option=_NUMPY)
+    except orjson.JSONEncodeError:  # a dtype orjson does not write (float128...)
+        return None
+    depth = value.ndim
+    inner = text[depth:-depth]
+    parts = (
+        inner.split(b"]" * (depth - 1) + b"," + b"[" * (depth - 1))
+        if depth > 1
+        else (inner.split(b","))
+    )
+    return parts if len(parts) == rows else None
+
+
 class Encoder:
     """One prediction event per row, in the SPEC.md section 3 format.
 
-    Outputs are converted to Python lists once per batch (``tolist`` runs in C),
-    so the per-row work is building one small dict and one ``orjson.dumps``.
+    The fast form fills a byte template per row: constant parts (model, version,
+    output names) are encoded once, each numeric output is serialised once per
+    batch and cut into rows (see ``_column``), and a row costs one ``bytes %``.
+    Measured on a 2-output model, 512 rows: 0.28 µs a row, against 2.5 µs for a
+    dict and an ``orjson.dumps`` per row. Float32 outputs are written as the
+    shortest text that reads back as the same float32 (``0.87192863``), not as
+    the float64 they widen to. Outputs that are not numeric tensors take the
+    per-row path.
     """
 
-    def __init__(self, model_name: str, model_version: str, output_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        model_version: str,
+        output_names: Sequence[str],
+        extra: Mapping[str, str | bool] | None = None,
+    ) -> None:
         self._name = model_name
         self._version = model_version
         self._outputs = tuple(output_names)
+        # Fields beyond SPEC.md's, after model_version (a canary's ``"variant": "canary"``).
+        self._extra = dict(extra or {})
+        extra_text = b"".join(
+            b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in self._extra.items()
+        )
+        constant = (
+            b',"model":' + orjson.dumps(model_name)
+            + b',"model_version":' + orjson.dumps(model_version) + extra_text
+        )  # fmt: skip
+        # A '%' in a name or version (read from a model file) must not become a placeholder.
+        self._head = b'{"id":%b' + constant.replace(b"%", b"%%") + b',"outputs":{'
+        self._templates: dict[tuple[int, ...], bytes] = {}
+        self._topics: dict[str | None, bytes] = {}
 
     def misaligned(self, outputs: Sequence[Any], rows: int) -> str | None:
         """Why the outputs cannot be split into ``rows`` rows, or None when they can."""
@@ -71,9 +152,71 @@ class Encoder:
                 return f"output {name} is not batch-aligned: {rows} rows in, {got} out"
         return None
 
+    def _template(self, depths: tuple[int, ...]) -> bytes:
+        tmpl = self._templates.get(depths)
+        if tmpl is None:
+            fields = b",".join(
+                orjson.dumps(name).replace(b"%", b"%%") + b":" + b"[" * (d - 1) + b"%b"
+                + b"]" * (d - 1)
+                for name, d in zip(self._outputs, depths, strict=True)
+            )  # fmt: skip
+            tmpl = self._head + fields + (
+                b'},"source":{"topic":%b,"partition":%d,"offset":%d},"event_time_ms":%d}'
+            )  # fmt: skip
+            self._templates[depths] = tmpl
+        return tmpl
+
+    def _topic(self, topic: str | None) -> bytes:
+        text = self._topics.get(topic)
+        if text is None:
+            text = self._topics[topic] = orjson.dumps(topic)
+        return text
+
     def encode(
+        self,
+        records: Sequence[SourceRecord],
+        rows: Rows,
+        outputs: Sequence[Any],
+        origins: Origins | None = None,
+    ) -> list[bytes]:
+        n = len(rows.index)
+        found = [_column(v, n) for v in outputs]
+        columns = [c for c in found if c is not None]
+        if len(columns) != len(found):
+            return self._encode_rows(records, rows, outputs)
+        o = origins if origins is not None else Origins.of(records)
+        index = rows.index
+        ids = rows.ids
+        id_types = set(map(type, ids))
+        if id_types <= {int, type(None)}:
+            id_text = orjson.dumps(ids)[1:-1].split(b",") if n else []
+        else:
+            id_text = [orjson.dumps(i) for i in ids]
+        topic, topics = self._topic, o.topics
+        first = topics[index[0]] if n else None
+        if all(topics[i] == first for i in index):
+            topic_text = [topic(first)] * n
+        else:
+            topic_text = [topic(topics[i]) for i in index]
+        parts, offsets, stamps = o.partitions, o.offsets, o.timestamps
+        tmpl = self._template(tuple(max(1, v.ndim) for v in outputs))
+        return [
+            tmpl % fields
+            for fields in zip(
+                id_text,
+                *columns,
+                topic_text,
+                [parts[i] for i in index],
+                [offsets[i] for i in index],
+                [stamps[i] for i in index],
+                strict=True,
+            )
+        ]
+
+    def _encode_rows(
         self, records: Sequence[SourceRecord], rows: Rows, outputs: Sequence[Any]
     ) -> list[bytes]:
+        """The general form: a dict and a dumps per row (string and sequence outputs)."""
         columns = [v.tolist() if isinstance(v, np.ndarray) else list(v) for v in outputs]
         names, name, version = self._outputs, self._name, self._version
         dumps, opt = orjson.dumps, orjson.OPT_NON_STR_KEYS
@@ -86,6 +229,7 @@ class Encoder:
                         "id": rows.ids[j],
                         "model": name,
                         "model_version": version,
+                        **self._extra,
                         "outputs": {n: col[j] for n, col in zip(names, columns, strict=True)},
                         "source": {
                             "topic": rec.topic(),
@@ -146,19 +290,20 @@ def dead_letter_headers(
 
 def dead_letter_stub(
     record: SourceRecord,
-    reason: str,
+    why: str,
+    cap: int,
     *,
     group: str,
     model_version: str,
     worker: str,
 ) -> tuple[bytes | str | None, bytes | str | None, Headers]:
-    """Key, value and headers of a stub, for a dead letter too large for its topic.
+    """Key, value and headers of a stub for a dead letter too large for its topic.
 
-    The stub keeps why and where (the ``dlq.*`` headers only, with
-    ``dlq.headers.dropped`` counting the original headers left out) and at most
-    ``STUB_BYTES`` of key and of value, so that it fits any sane topic; the
-    event itself stays readable at ``dlq.original.*`` for the input topic's
-    retention. ``reason`` says why the full dead letter was refused.
+    The stub keeps the why and the where and cuts the rest: only the ``dlq.*``
+    headers, and at most ``cap`` bytes of key and of value, so it fits any
+    sane topic (if even that is refused, the worker stops). The event stays
+    readable in its input topic (``dlq.original.*`` say where) for as long as
+    that topic retains it.
     """
     value, key = record.value(), record.key()
     size = len(value) if value is not None else 0
@@ -167,8 +312,8 @@ def dead_letter_stub(
         (k, v)
         for k, v in dead_letter_headers(
             record, "produce", "ProduceError",
-            f"dead letter too large for the dead-letter topic ({reason}); "
-            f"value cut to its first {STUB_BYTES} of {size} bytes",
+            f"dead letter too large for the dead-letter topic ({why}); "
+            f"value cut to its first {cap} of {size} bytes",
             group=group, model_version=model_version, worker=worker,
         )
         if k.startswith("dlq.")
@@ -176,10 +321,10 @@ def dead_letter_stub(
     headers += [("dlq.value.truncated", b"true"), ("dlq.value.size", str(size).encode())]
     if dropped:
         headers.append(("dlq.headers.dropped", str(dropped).encode()))
-    if key is not None and len(key) > STUB_BYTES:
+    if key is not None and len(key) > cap:
         headers.append(("dlq.key.size", str(len(key)).encode()))
-        key = key[:STUB_BYTES]
-    return key, (value[:STUB_BYTES] if value is not None else None), headers
+        key = key[:cap]
+    return key, value[:cap] if value is not None else None, headers
 
 
 def error_class(exc: BaseException) -> str:

@@ -14,14 +14,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from stream_infer.errors import KafkaClientError, kafka_error_text
+from stream_infer.kafka.security import authentication_failure
 from stream_infer.logging import get_logger, normalise_librdkafka
 
-__all__ = ["TOOL_TIMEOUT_S", "WORKER_TIMEOUT_S", "missing_topic_hint", "probe_cluster"]
+__all__ = [
+    "TOOL_TIMEOUT_S",
+    "WORKER_TIMEOUT_S",
+    "authorized_operations",
+    "missing_topic_hint",
+    "probe_cluster",
+]
 
 log = get_logger("kafka")
 
@@ -39,12 +46,20 @@ _VAGUE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT}
 
 
 class _LastError:
-    """``error_cb``: keeps the most telling recent error (a refused connect over 'all down')."""
+    """``error_cb``: keeps the most telling recent error (a refused connect over 'all down').
 
-    def __init__(self) -> None:
+    A failed login or TLS handshake is kept as ``denied``: waiting for it to pass
+    would only turn a wrong password into a minute of "not answering yet".
+    """
+
+    def __init__(self, conf: dict[str, Any]) -> None:
         self.error: KafkaError | None = None
+        self.denied: str | None = None
+        self._conf = conf
 
     def __call__(self, err: KafkaError) -> None:
+        if self.denied is None:
+            self.denied = authentication_failure(err, self._conf, probe_tls=True)
         if self.error is None or err.code() not in _VAGUE or self.error.code() in _VAGUE:
             self.error = err
 
@@ -67,7 +82,7 @@ def probe_cluster(
     whose log would otherwise be silent for a minute); the tools stay quiet.
     """
     servers = conf.get("bootstrap.servers", "?")
-    last = _LastError()
+    last = _LastError(conf)
     client_conf: dict[str, Any] = {**conf, "logger": _muted, "log_level": 0, "error_cb": last}
     admin = AdminClient(client_conf)
     deadline = time.monotonic() + timeout
@@ -84,6 +99,8 @@ def probe_cluster(
             return admin.list_topics(timeout=max(0.1, min(cap, left)))
         except KafkaException as exc:
             admin.poll(0)  # serve error_cb: the reason lives there
+            if last.denied is not None:
+                raise KafkaClientError(last.denied) from None  # not retried: it will not pass
             if say_waiting and not failure:
                 log.info("the Kafka cluster is not answering yet; trying for up to %.0fs", timeout)
             failure[:] = [exc.args[0]]
@@ -122,3 +139,39 @@ def missing_topic_hint(names: list[str]) -> str:
     return (
         f"declare it in {files} with its name and partitions, then run `stream-infer topics apply`"
     )
+
+
+def authorized_operations(
+    conf: dict[str, Any], names: list[str], timeout: float = 10.0
+) -> dict[str, set[str] | KafkaError]:
+    """What this client may do on each topic (KIP-430), or the error describing it gave.
+
+    A missing ACL found here stops a worker before it consumes anything, with
+    the resource named, instead of at its first produce. Topics the broker did
+    not answer for (an old broker, a timeout) are left out: the clients' own
+    errors still catch what this cannot.
+    """
+    quiet: dict[str, Any] = {**conf, "logger": _muted, "log_level": 0}
+    admin = AdminClient(quiet)
+    out: dict[str, set[str] | KafkaError] = {}
+    try:
+        futures = admin.describe_topics(
+            TopicCollection(list(dict.fromkeys(names))),
+            include_authorized_operations=True,
+            request_timeout=timeout,
+        )
+    except KafkaException:
+        return out
+    for name, future in futures.items():
+        try:
+            # No timeout of our own: request_timeout ends the request, and a future
+            # abandoned while its request is out can complete after the client is gone.
+            ops = future.result().authorized_operations
+        except KafkaException as exc:
+            out[name] = exc.args[0]
+            continue
+        except Exception:  # a timeout or an unsupported request: leave it to the clients
+            continue
+        if ops:
+            out[name] = {op.name for op in ops}
+    return out

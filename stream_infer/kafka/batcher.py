@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["MicroBatcher"]
+__all__ = ["BatchSizer", "MicroBatcher"]
 
 ConsumeFn = Callable[[int, float], list[Any]]
 
@@ -79,3 +79,49 @@ class MicroBatcher:
                 batch = [m for m in batch if (m.topic(), m.partition()) not in revoked]
         batch.extend(more)
         return batch
+
+
+class BatchSizer:
+    """The largest batch whose model call fits a latency budget, learnt as the worker runs.
+
+    A model call costs about ``a + b * rows`` seconds: a fixed part (the call,
+    kernel launches, on a GPU the copies) and a part per row. Both are fitted
+    by least squares over the last calls (a sliding window, so a model that
+    warms up or a machine that gets busier is followed), and the size is the
+    largest ``rows`` with ``a + b * rows <= target``, within ``[1, max_size]``.
+    While only one batch size has been seen, its whole cost is taken as per
+    row: a cautious first guess that the next, smaller calls correct.
+    """
+
+    def __init__(self, max_size: int, target_s: float | None, window: int = 64) -> None:
+        self.max_size = max_size
+        self.target_s = target_s
+        self._window = window
+        self._seen: list[tuple[int, float]] = []
+        self.size = max_size
+
+    def observe(self, rows: int, seconds: float) -> None:
+        """One model call (any thread: a lost race only delays the next fit)."""
+        if self.target_s is None or rows <= 0:
+            return
+        seen = self._seen
+        seen.append((rows, seconds))
+        if len(seen) > self._window:
+            del seen[: len(seen) - self._window]
+        self.size = self._fit(seen)
+
+    def _fit(self, seen: list[tuple[int, float]]) -> int:
+        target = self.target_s
+        assert target is not None
+        n = len(seen)
+        mean_x = sum(r for r, _ in seen) / n
+        mean_y = sum(s for _, s in seen) / n
+        var = sum((r - mean_x) ** 2 for r, _ in seen)
+        if var == 0:  # one size only: assume the cost is all per row
+            per_row, fixed = mean_y / mean_x, 0.0
+        else:
+            per_row = sum((r - mean_x) * (s - mean_y) for r, s in seen) / var
+            fixed = max(0.0, mean_y - per_row * mean_x)
+        if per_row <= 0:
+            return self.max_size  # cost does not grow with rows: batch fully
+        return max(1, min(self.max_size, int((target - fixed) / per_row + 1e-9)))

@@ -22,12 +22,15 @@ from typing import Protocol
 from confluent_kafka import KafkaError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from stream_infer.config import Settings
 from stream_infer.errors import CommitError
 from stream_infer.kafka.consumer import InputConsumer
+from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch, OffsetTracker, TopicPartition
+from stream_infer.kafka.producer import OutputProducer
 from stream_infer.logging import get_logger
 
-__all__ = ["Committer", "OffsetCommitter", "transient_commit_error"]
+__all__ = ["Committer", "OffsetCommitter", "make_committer", "transient_commit_error"]
 
 log = get_logger("commits")
 
@@ -59,8 +62,13 @@ class Committer(Protocol):
     def produced(self, batch: Batch) -> None:
         """Every output of ``batch`` was handed to the producer (the gate is held)."""
 
-    def due(self) -> None:
-        """Commit if the interval has passed (called every loop turn)."""
+    def due(self, urgent: bool = False) -> None:
+        """Commit if the interval has passed (every loop turn), or now when ``urgent``.
+
+        Urgent is the pipeline being full: at least once that only brings the
+        periodic commit forward; exactly once it ends the transaction, since its
+        batches count as in flight until it commits.
+        """
 
     def check(self) -> None:
         """Recover from a failure found in the background, or raise (every loop turn)."""
@@ -111,9 +119,9 @@ class OffsetCommitter:
         while consumer.commit_failures:
             tracker.failed(consumer.commit_failures.pop()[0])
 
-    def due(self) -> None:
+    def due(self, urgent: bool = False) -> None:
         now = self._clock()
-        if now - self._last < self._every_s:
+        if not urgent and now - self._last < self._every_s:
             return
         self._last = now
         self._fold_failures()
@@ -158,3 +166,36 @@ class OffsetCommitter:
 
     def forget(self, partitions: Iterable[TopicPartition], lost: bool = False) -> None:
         self._tracker.forget(partitions)
+
+
+def make_committer(
+    settings: Settings,
+    producer: OutputProducer,
+    deliveries: Deliveries,
+    consumer: InputConsumer,
+    tracker: OffsetTracker,
+    stopping: Callable[[], bool],
+) -> Committer:
+    """The committer of the configured guarantee (exactly once: its id registered already)."""
+    from stream_infer.kafka.consumer import topic_acl_problem
+    from stream_infer.kafka.transactions import TransactionCommitter
+
+    p = settings.processing
+    if not p.exactly_once:
+        return OffsetCommitter(consumer, tracker, p.commit_every_s)
+    outputs = {
+        "topics.output": [settings.topics.output],
+        "topics.dead_letter": [settings.topics.dead_letter],
+    }
+    committer = TransactionCommitter(
+        producer,
+        deliveries,
+        consumer,
+        tracker,
+        p.commit_every_s,
+        stopping=stopping,
+        # Aborts that keep coming: is an ACL missing? (a short admin request, off the hot path)
+        diagnose=lambda: topic_acl_problem(settings.kafka.admin_config(), outputs, timeout=3.0),
+    )
+    committer.start()
+    return committer

@@ -14,11 +14,17 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream_infer.errors import CommitError, KafkaClientError, StreamInferError, kafka_error_text
-from stream_infer.kafka.admin import WORKER_TIMEOUT_S, missing_topic_hint, probe_cluster
+from stream_infer.kafka.admin import (
+    WORKER_TIMEOUT_S,
+    authorized_operations,
+    missing_topic_hint,
+    probe_cluster,
+)
 from stream_infer.kafka.offsets import TopicPartition as TP
+from stream_infer.kafka.security import AUTHORIZATION, authentication_failure, denied
 from stream_infer.logging import get_logger, where
 
-__all__ = ["InputConsumer", "check_topics"]
+__all__ = ["InputConsumer", "check_topics", "topic_acl_problem"]
 
 log = get_logger("consumer")
 
@@ -62,6 +68,7 @@ class InputConsumer:
         on_lost: PartitionHook,
     ) -> None:
         conf = dict(conf)
+        self._conf = conf  # who we are, for the lines that say what we may not do
         conf.setdefault("logger", get_logger("librdkafka"))
         conf.setdefault("error_cb", self._on_error)
         conf["on_commit"] = self._on_commit
@@ -81,7 +88,11 @@ class InputConsumer:
     # -- callbacks (run inside consume/poll/close on this thread) ------------
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        refused = authentication_failure(err, self._conf)
+        if refused is not None:  # a wrong password or CA does not fix itself: stop
+            self.fatal = self.fatal or KafkaClientError(refused)
+            log.error("%s", refused)
+        elif err.fatal():
             self.fatal = KafkaClientError("the consumer hit a fatal error", err)
             log.error("consumer fatal error: %s", kafka_error_text(err))
         else:
@@ -97,7 +108,9 @@ class InputConsumer:
             return
         if cause.fatal() or cause.code() in _COMMIT_FATAL:
             # Nothing would ever be committed: every restart would redo everything.
-            self.fatal = CommitError("offsets cannot be committed", cause)
+            self.fatal = self._denied(cause, "commit offsets for") or CommitError(
+                "offsets cannot be committed", cause
+            )
             log.error("offset commit failed for good: %s", kafka_error_text(cause))
             return
         log.warning("offset commit failed (will retry): %s", kafka_error_text(cause))
@@ -191,6 +204,11 @@ class InputConsumer:
                 # A fatal error reaches the queue as code _FATAL, without the fatal flag.
                 if err.fatal() or err.code() == KafkaError._FATAL:
                     self.fatal = KafkaClientError("the consumer hit a fatal error", err)
+                refused = self._denied(err, "read", m.topic())
+                if refused is not None:
+                    self.fatal = self.fatal or refused
+                    log.error("%s", refused)
+                    continue
                 level = 20 if err.code() in _TRANSIENT else 40
                 log.log(
                     level,
@@ -199,6 +217,29 @@ class InputConsumer:
                     kafka_error_text(err),
                 )
         return good
+
+    @property
+    def group_id(self) -> str:
+        return str(self._conf.get("group.id"))
+
+    def _denied(
+        self, err: KafkaError, what: str, topic: str | None = None
+    ) -> KafkaClientError | None:
+        """An authorization failure as one line that names the principal and the resource."""
+        if err.code() not in AUTHORIZATION:
+            return None
+        if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED or not topic:
+            group = f"'{self.group_id}'"
+            line = denied(err.name(), self._conf, f"{what} consumer group", group, "READ on it")
+        else:
+            line = denied(
+                err.name(),
+                self._conf,
+                what,
+                f"topic '{topic}' (topics.inputs)",
+                "READ and DESCRIBE on it",
+            )
+        return KafkaClientError(line)
 
     def pause(self) -> None:
         if not self.paused:
@@ -225,7 +266,9 @@ class InputConsumer:
             err = exc.args[0]
             if err.code() == KafkaError._NO_OFFSET:
                 return
-            raise CommitError("offset commit failed", err) from None
+            raise self._denied(err, "commit offsets for") or CommitError(
+                "offset commit failed", err
+            ) from None
         if result:
             failed = [p for p in result if p.error is not None]
             if failed:
@@ -269,14 +312,41 @@ def check_topics(
     that names it and the config key, never an auto-created surprise.
     """
     meta = probe_cluster(admin_conf, timeout, say_waiting=True)
-    missing = []
-    for key, names in topics.items():
-        for name in names:
-            info = meta.topics.get(name)
-            if info is None or info.error is not None:
-                missing.append((key, name))
+    problem = topic_acl_problem(admin_conf, topics)
+    if problem is not None:
+        raise KafkaClientError(problem)
+    missing = [
+        (key, name)
+        for key, names in topics.items()
+        for name in names
+        if meta.topics.get(name) is None or meta.topics[name].error is not None
+    ]
     if missing:
         listed = ", ".join(f"{key} '{name}'" for key, name in missing)
         hint = missing_topic_hint([name for _, name in missing])
         raise StreamInferError(f"topic does not exist: {listed} ({hint})")
     return {name: len(meta.topics[name].partitions) for name in topics.get("topics.inputs", [])}
+
+
+def topic_acl_problem(
+    admin_conf: dict[str, Any], topics: dict[str, list[str]], timeout: float = 10.0
+) -> str | None:
+    """The first topic this principal may not use as configured, as one line; else None.
+
+    ``topics`` maps a config key (``topics.inputs``, ``topics.output``, ...) to
+    its topics: inputs need READ, the others WRITE, all DESCRIBE. Topics that do
+    not exist are left to the caller.
+    """
+    every = [name for listed in topics.values() for name in listed]
+    allowed = authorized_operations(admin_conf, every, timeout)
+    for key, names in topics.items():
+        need = "READ" if key == "topics.inputs" else "WRITE"
+        verb = "read" if key == "topics.inputs" else "write to"
+        grant = f"DESCRIBE and {need} on it"
+        for name in names:
+            ops, resource = allowed.get(name), f"topic '{name}' ({key})"
+            if isinstance(ops, KafkaError) and ops.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                return denied(ops.name(), admin_conf, "describe", resource, grant)
+            if isinstance(ops, set) and need not in ops:
+                return denied(f"no {need} ACL", admin_conf, verb, resource, grant)
+    return None

@@ -14,6 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from stream_infer.inference.envelope import Origins
+from stream_infer.logging import where
+
 __all__ = ["Batch", "OffsetTracker", "TopicPartition"]
 
 TopicPartition = tuple[str, int]
@@ -37,13 +42,15 @@ class Batch:
     dead_letter_headers: dict[int, Any] = field(default_factory=dict)
     dead_letters: int = 0  # rows answered by a dead letter rather than a prediction
     epoch: int = 0  # exactly once: the transaction generation it was consumed in
+    origins: Origins = field(init=False)  # topic, partition, offset... of every record
 
     def __post_init__(self) -> None:
         self.pending = len(self.records)
-        positions, firsts = self.positions, self.firsts
-        for rec in self.records:  # consume order: the last one per partition wins
-            tp = (rec.topic(), rec.partition())
-            offset = rec.offset()
+        self.origins = origins = Origins.of(self.records)
+        positions: dict[Any, Any] = self.positions
+        firsts: dict[Any, Any] = self.firsts
+        tps = zip(origins.topics, origins.partitions, strict=True)
+        for tp, offset in zip(tps, origins.offsets, strict=True):  # the last per partition wins
             if tp not in positions:
                 firsts[tp] = offset
             positions[tp] = offset
@@ -51,6 +58,28 @@ class Batch:
     @property
     def done(self) -> bool:
         return self.pending <= 0
+
+    def position(self, i: int) -> tuple[str | None, int | None, int | None]:
+        """Row ``i``'s record as (topic, partition, offset)."""
+        o = self.origins
+        return (o.topics[i], o.partitions[i], o.offsets[i])
+
+    def where(self, i: int) -> str:
+        """Row ``i``'s record as ``topic[partition]@offset``, for log lines."""
+        return where(*self.position(i))
+
+    def locate(self, msg: Any) -> int | None:
+        """The row a failed prediction answered, from its own ``source`` (failures only)."""
+        try:
+            src = orjson.loads(msg.value())["source"]
+            wanted = (src["topic"], src["partition"], src["offset"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        o = self.origins
+        for i, at in enumerate(zip(o.topics, o.partitions, o.offsets, strict=True)):
+            if at == wanted:
+                return i
+        return None
 
 
 class OffsetTracker:

@@ -1,8 +1,6 @@
-"""Producing predictions and dead letters, and turning delivery reports into progress.
+"""The Kafka producer client, and what a failed delivery means (the fate of a record).
 
-Every record produced for an input carries a delivery callback bound to its
-batch and row. A success counts the row as acknowledged; a failure is sorted
-here into one of three fates:
+A failure is sorted into one of three fates (``verdict``):
 
 - *retry*: the broker is away or slow (timeouts, leader changes): produce the
   same record again after a backoff, for as long as it takes;
@@ -13,37 +11,35 @@ here into one of three fates:
 - *fatal*: configuration, authorization or a fatal producer error: stop the
   worker without committing, so that a restart redoes the work.
 
-Nothing blocks on a full librdkafka queue: a record that does not fit waits in
-a backlog that the polling thread drains as deliveries free space, and the
-number of batches in flight (hence the backlog) is bounded by backpressure.
-Every decision about a failed record is taken on the polling thread, never
-inside the producing call or the delivery callback.
-Nothing is dropped: a row leaves the books only by an acknowledgement.
+What to do about each fate, per record, is ``deliveries.Deliveries``' job.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from functools import partial
+from collections.abc import Callable
 from typing import Any, Literal
 
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer, TopicPartition
 
-from stream_infer.errors import ProduceError, Stage, kafka_error_text
-from stream_infer.inference.envelope import (
-    Headers,
-    SourceRecord,
-    dead_letter_headers,
-    dead_letter_stub,
-    error_class,
-)
-from stream_infer.kafka.offsets import Batch
-from stream_infer.logging import SampledLog, get_logger, where
+from stream_infer.errors import ProduceError, kafka_error_text
+from stream_infer.inference.envelope import Headers
+from stream_infer.kafka.security import authentication_failure
+from stream_infer.logging import get_logger
 
-__all__ = ["Deliveries", "OutputProducer", "verdict"]
+__all__ = [
+    "DEAD_LETTER",
+    "FENCED",
+    "PREDICTION",
+    "RETRY_BACKOFF_S",
+    "STUB",
+    "STUB_VALUE_BYTES",
+    "TOO_LARGE",
+    "TRANSIENT",
+    "TXN_STATE",
+    "OutputProducer",
+    "Verdict",
+    "verdict",
+]
 
 log = get_logger("producer")
 
@@ -59,7 +55,7 @@ _FATAL = {
 # Delivery reports never say "retriable" (confluent-kafka builds them without
 # the flag), so the transient codes are listed: each only says that the broker
 # was away or busy, not that the record is bad.
-_TRANSIENT = {
+TRANSIENT = {
     KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TIMED_OUT_QUEUE,
     KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT,
     KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
@@ -69,8 +65,8 @@ _TRANSIENT = {
     KafkaError._QUEUE_FULL, KafkaError.UNKNOWN,
 }  # fmt: skip
 # What the broker says of a record it will never take as it is.
-_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
-_REJECT = _TOO_LARGE | {
+TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
+_REJECT = TOO_LARGE | {
     KafkaError.INVALID_RECORD, KafkaError.POLICY_VIOLATION, KafkaError.INVALID_MSG,
     KafkaError.INVALID_MSG_SIZE, KafkaError.INVALID_TIMESTAMP,
     KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
@@ -83,9 +79,10 @@ FENCED = {
 }  # fmt: skip
 # Refused by the client because the transaction is already doomed (or fenced): the
 # record is not at fault, and the abort that follows redoes it.
-_TXN_STATE = FENCED | {KafkaError._STATE}
+TXN_STATE = FENCED | {KafkaError._STATE}
 _UNKNOWN_ATTEMPTS = 8  # an unrecognised error is retried this often, then the record is rejected
-_RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+STUB_VALUE_BYTES = 1024
 
 # What a pending record is: its fate on refusal depends on it.
 PREDICTION, DEAD_LETTER, STUB = 0, 1, 2
@@ -101,7 +98,7 @@ def verdict(err: KafkaError, attempts: int = 0) -> Verdict:
     code = err.code()
     if err.fatal() or code in _FATAL:
         return "fatal"
-    if err.retriable() or code in _TRANSIENT:
+    if err.retriable() or code in TRANSIENT:
         return "retry"
     if code in _REJECT:
         return "reject"
@@ -118,8 +115,17 @@ class OutputProducer:
         self._client = Producer(self._conf)
         self.fatal: BaseException | None = None
 
+    @property
+    def conf(self) -> dict[str, Any]:
+        """The client's configuration (secrets included: for naming the principal only)."""
+        return self._conf
+
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        refused = authentication_failure(err, self._conf)
+        if refused is not None:  # a wrong password or CA does not fix itself: stop
+            self.fatal = self.fatal or ProduceError(refused)
+            log.error("%s", refused)
+        elif err.fatal():
             self.fatal = ProduceError("the producer hit a fatal error", err)
             log.error("producer fatal error: %s", kafka_error_text(err))
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
@@ -137,6 +143,15 @@ class OutputProducer:
     ) -> None:
         """Enqueue one record; raises BufferError when the queue is full."""
         self._client.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+
+    def produce_batch(
+        self,
+        topic: str,
+        messages: list[dict[str, Any]],
+        on_delivery: Callable[[KafkaError | None, Any], None],
+    ) -> int:
+        """Enqueue many records in one call; those that did not fit carry ``_error``."""
+        return int(self._client.produce_batch(topic, messages, on_delivery=on_delivery))
 
     def poll(self, timeout: float = 0.0) -> int:
         return int(self._client.poll(timeout))
@@ -174,300 +189,3 @@ class OutputProducer:
 
     def __len__(self) -> int:
         return len(self._client)
-
-
-def _position(rec: SourceRecord) -> tuple[str | None, int | None, int | None]:
-    return (rec.topic(), rec.partition(), rec.offset())
-
-
-def _origin(batch: Batch, i: int) -> str:
-    """Where row ``i`` of ``batch`` came from, as ``topic[partition]@offset``."""
-    rec = batch.records[i]
-    return where(rec.topic(), rec.partition(), rec.offset())
-
-
-# One record to (re)produce: batch, row, kind, topic, value, key, headers.
-_Pending = tuple[Batch, int, int, str, Any, Any, Headers | None]
-
-
-class Deliveries:
-    """Produces a batch's outputs and books their delivery reports back onto the batch.
-
-    ``predictions_for`` and ``dead_letter`` may be called from any thread: they
-    only ever hand records to librdkafka or to thread-safe queues. ``serve``
-    and ``flush`` (which run the delivery callbacks and decide the fate of
-    failed records) run on the polling thread only, so the books need no lock.
-    """
-
-    def __init__(
-        self,
-        producer: OutputProducer,
-        output_topic: str,
-        dead_letter_topic: str,
-        group: str,
-        model_version: str,
-        worker_id: str,
-        stage_counts: dict[str, int] | None = None,
-        on_batch_done: Callable[[Batch], None] | None = None,
-        transactional: bool = False,
-    ) -> None:
-        self._producer = producer
-        # Exactly once: a failed delivery dooms the whole transaction (librdkafka has
-        # retried it for transaction.timeout.ms already), so it is never retried here;
-        # it is noted, the transaction is aborted, and the batch is consumed again. A
-        # record refused for good is remembered by its input's position, so that the
-        # second time round it becomes a dead letter (or a stub) instead of aborting
-        # again and again.
-        self.transactional = transactional
-        self.txn_failure: KafkaError | None = None
-        self.poisoned: dict[tuple[str | None, int | None, int | None], tuple[int, KafkaError]] = {}
-        self._gate: Callable[[], AbstractContextManager[object]] = nullcontext
-        self._output = output_topic
-        self._dlq = dead_letter_topic
-        self._group = group
-        self._model_version = model_version
-        self._worker = worker_id
-        # Filled from any thread (deque appends are atomic), drained by the poller.
-        self._backlog: deque[_Pending] = deque()  # did not fit librdkafka's queue yet
-        # (record, error, reported by the broker rather than refused by the client)
-        self._refusals: deque[tuple[_Pending, KafkaError, bool]] = deque()
-        # Poller only.
-        self._retries: list[tuple[float, _Pending]] = []  # (due, record)
-        self._attempts: dict[tuple[int, int], int] = {}
-        self.fatal: BaseException | None = None
-        self.acked_predictions = 0
-        self.acked_dead_letters = 0
-        # Dead letters decided, by stage (the metrics read it); a batch once fully acknowledged.
-        self.stage_counts: dict[str, int] = {} if stage_counts is None else stage_counts
-        self._on_batch_done = on_batch_done
-        # One full warning per (stage, error class) per 10 s, the rest summed up in one line;
-        # the worker calls dead_letter_log.flush() at shutdown for the last window.
-        self.dead_letter_log = SampledLog(
-            log,
-            lambda total, secs, counts: (
-                f"dead-lettered {total} events in the last {secs:.0f}s: "
-                + ", ".join(f"{kind} {n}" for kind, n in counts.items())
-                + f" (stream-infer consume --topic {dead_letter_topic})"
-            ),
-        )
-
-    # -- producing (any thread) ---------------------------------------------------
-
-    def _send(self, item: _Pending) -> None:
-        if self._backlog:  # keep the order: behind what is already waiting
-            self._backlog.append(item)
-            return
-        batch, i, kind, topic, value, key, headers = item
-        try:
-            self._producer.produce(topic, value, key, partial(self._ack, batch, i, kind), headers)
-        except BufferError:
-            self._backlog.append(item)
-        except KafkaException as exc:  # refused before sending (e.g. > message.max.bytes)
-            self._refusals.append((item, exc.args[0], False))
-
-    def predictions_for(
-        self, batch: Batch, index: Sequence[int], payloads: Sequence[bytes]
-    ) -> None:
-        """Produce one prediction per row (row ``index[j]`` gets ``payloads[j]``)."""
-        records, send, topic = batch.records, self._send, self._output
-        poisoned = self.poisoned
-        for i, payload in zip(index, payloads, strict=True):
-            if poisoned:
-                known = poisoned.get(_position(records[i]))
-                if known is not None and known[0] == PREDICTION:
-                    exc = ProduceError("prediction rejected", known[1])
-                    self.dead_letter(batch, i, "produce", exc)
-                    continue
-            send((batch, i, PREDICTION, topic, payload, records[i].key(), None))
-
-    def dead_letter(self, batch: Batch, i: int, stage: Stage, exc: BaseException) -> None:
-        """Send row ``i`` of the batch, byte for byte, to the dead-letter topic."""
-        rec: SourceRecord = batch.records[i]
-        self.stage_counts[stage] = self.stage_counts.get(stage, 0) + 1
-        batch.dead_letters += 1
-        known = self.poisoned.get(_position(rec)) if self.poisoned else None
-        if known is not None and known[0] == DEAD_LETTER and known[1].code() in _TOO_LARGE:
-            self._stub(batch, i, known[1])
-            return
-        headers = dead_letter_headers(
-            rec, stage, error_class(exc), str(exc),
-            group=self._group, model_version=self._model_version, worker=self._worker,
-        )  # fmt: skip
-        kind = f"{stage}/{error_class(exc)}"
-        self.dead_letter_log.log(kind, "dead-lettering %s (%s): %s", _origin(batch, i), kind, exc)
-        batch.dead_letter_headers[i] = headers  # delivery reports do not carry headers
-        self._send((batch, i, DEAD_LETTER, self._dlq, rec.value(), rec.key(), headers))
-
-    # -- deciding (the polling thread) --------------------------------------------------
-
-    def _refused(self, batch: Batch, i: int, kind: int, err: KafkaError) -> None:
-        """A record the client or the broker will never take as it is."""
-        if kind == PREDICTION:
-            self.dead_letter(batch, i, "produce", ProduceError("prediction rejected", err))
-        elif kind == DEAD_LETTER and err.code() in _TOO_LARGE:
-            self._stub(batch, i, err)
-        else:
-            self._undeliverable(batch, i, kind, err)
-
-    def _undeliverable(self, batch: Batch, i: int, kind: int, err: KafkaError) -> None:
-        what = ("prediction", "dead letter", "dead-letter stub")[kind]
-        self._fail(ProduceError(f"{what} for {_origin(batch, i)} cannot be delivered", err))
-
-    def _stub(self, batch: Batch, i: int, err: KafkaError) -> None:
-        """A dead letter too large for its topic: keep the why and where, cut the rest.
-
-        The stub carries only the ``dlq.*`` headers and at most 1 KiB of key and
-        of value, so it fits any sane topic; if even that is refused, the worker
-        stops. The event stays readable in its input topic (``dlq.original.*``
-        say where) for as long as that topic retains it.
-        """
-        key, cut, headers = dead_letter_stub(
-            batch.records[i], kafka_error_text(err),
-            group=self._group, model_version=self._model_version, worker=self._worker,
-        )  # fmt: skip
-        log.error("dead letter for %s is too large; sending a stub", _origin(batch, i))
-        batch.dead_letter_headers[i] = headers
-        self._send((batch, i, STUB, self._dlq, cut, key, headers))
-
-    def _fail(self, exc: BaseException) -> None:
-        log.error("%s", exc)
-        if self.fatal is None:
-            self.fatal = exc
-
-    def _failed(self, item: _Pending, err: KafkaError, reported: bool) -> None:
-        """A failed record, from a delivery report or a refused produce call."""
-        batch, i, kind = item[0], item[1], item[2]
-        key = (batch.seq, i)
-        attempt = self._attempts.get(key, 0)
-        fate = verdict(err, attempt)
-        if self.transactional and (reported or err.code() in _TXN_STATE):
-            self._doomed(batch, i, kind, err, fate)
-            return
-        if fate == "retry":
-            self._attempts[key] = attempt + 1
-            delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
-            log.warning(
-                "delivery for %s failed (attempt %d), retrying in %.2fs: %s",
-                _origin(batch, i), attempt + 1, delay, kafka_error_text(err),
-            )  # fmt: skip
-            self._retries.append((time.monotonic() + delay, item))
-        elif fate == "reject":
-            self._refused(batch, i, kind, err)
-        else:
-            self._undeliverable(batch, i, kind, err)
-
-    def _doomed(self, batch: Batch, i: int, kind: int, err: KafkaError, fate: Verdict) -> None:
-        """Exactly once: a delivery failed inside the open transaction, which must abort."""
-        if self.txn_failure is None:
-            self.txn_failure = err
-            log.warning(
-                "delivery for %s failed in the transaction (%s): aborting it and consuming "
-                "again", _origin(batch, i), kafka_error_text(err),
-            )  # fmt: skip
-        if err.code() in _TXN_STATE:
-            return  # the transaction (or the producer) is done for: all of it is redone
-        if fate == "reject" or (fate == "retry" and err.code() not in _TRANSIENT):
-            self.poisoned[_position(batch.records[i])] = (kind, err)
-        elif fate == "fatal":
-            self._undeliverable(batch, i, kind, err)
-
-    def acknowledge(self, batch: Batch) -> None:
-        """Exactly once: the batch's transaction committed, so all its outputs are acknowledged."""
-        dead = batch.dead_letters
-        self.acked_predictions += len(batch.records) - dead
-        self.acked_dead_letters += dead
-        batch.pending = 0
-        if self._on_batch_done is not None:
-            self._on_batch_done(batch)
-
-    def reset(self) -> None:
-        """Exactly once: the transaction was aborted; whatever was on its way belongs to it."""
-        self._backlog.clear()
-        self._refusals.clear()
-        self._retries.clear()
-        self._attempts.clear()
-        self.txn_failure = None
-
-    def set_gate(self, gate: Callable[[], AbstractContextManager[object]]) -> None:
-        """Held while serve() produces (exactly once: inside the open transaction)."""
-        self._gate = gate
-
-    def _ack(self, batch: Batch, i: int, kind: int, err: KafkaError | None, msg: Any) -> None:
-        if err is None:
-            batch.pending -= 1
-            if self._attempts:
-                self._attempts.pop((batch.seq, i), None)
-            if kind == PREDICTION:
-                self.acked_predictions += 1
-            else:
-                self.acked_dead_letters += 1
-            if not batch.pending and self._on_batch_done is not None:
-                self._on_batch_done(batch)
-            return
-        headers = batch.dead_letter_headers.get(i) if kind != PREDICTION else None
-        item = (batch, i, kind, msg.topic(), msg.value(), msg.key(), headers)
-        # Decided on the next serve, not here: producing from inside the callback
-        # could wait on the queue that only this thread can free.
-        self._refusals.append((item, err, True))
-
-    def serve(self, timeout: float = 0.0) -> None:
-        """Poll delivery reports, then act: failures, due retries, the backlog."""
-        self._producer.poll(timeout)
-        if self._refusals or self._retries or self._backlog:
-            with self._gate():
-                self.handle()
-
-    def handle(self) -> None:
-        """Act on failures, due retries and the backlog (the gate, if any, is held)."""
-        refusals = self._refusals
-        while refusals:
-            self._failed(*refusals.popleft())
-        if self._retries:
-            now = time.monotonic()
-            if any(due <= now for due, _ in self._retries):
-                due = [item for when, item in self._retries if when <= now]
-                self._retries = [r for r in self._retries if r[0] > now]
-                for item in due:
-                    self._send(item)
-        backlog, produce, ack = self._backlog, self._producer.produce, self._ack
-        while backlog:
-            batch, i, kind, topic, value, key, headers = item = backlog[0]
-            try:
-                produce(topic, value, key, partial(ack, batch, i, kind), headers)
-            except BufferError:
-                return  # still full: the next serve tries again
-            except KafkaException as exc:
-                refusals.append((item, exc.args[0], False))
-            backlog.popleft()
-
-    def drain(self, timeout: float) -> None:
-        """Hand every waiting record to librdkafka (the gate is held: a commit is due)."""
-        deadline = time.monotonic() + timeout
-        while self._refusals or self._backlog or self._retries:
-            self.handle()
-            if time.monotonic() >= deadline:
-                return
-            if self._backlog:
-                self._producer.poll(0.01)  # room in the queue comes with acknowledgements
-            elif self._retries:
-                self._producer.poll(0.05)
-
-    @property
-    def waiting(self) -> int:
-        """Records not yet handed to librdkafka (backlog, retries, refusals)."""
-        return len(self._backlog) + len(self._retries) + len(self._refusals)
-
-    def flush(self, timeout: float) -> int:
-        """Serve until nothing is outstanding or ``timeout`` passes; returns what is left."""
-        deadline = time.monotonic() + timeout
-        producer = self._producer
-        while True:
-            self.serve()
-            left = deadline - time.monotonic()
-            queued = len(producer)
-            if (queued == 0 and not self.waiting) or left <= 0 or self.fatal:
-                return queued + self.waiting
-            if queued:
-                producer.flush(min(left, 0.1))
-            else:  # only retries not yet due: wait for them, not in a spin
-                producer.poll(min(left, 0.05))

@@ -39,14 +39,16 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from stream_infer.errors import ProduceError, kafka_error_text
 from stream_infer.kafka.consumer import InputConsumer
+from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch, OffsetTracker
 from stream_infer.kafka.offsets import TopicPartition as TP
-from stream_infer.kafka.producer import FENCED, Deliveries, OutputProducer
+from stream_infer.kafka.producer import FENCED, OutputProducer
+from stream_infer.kafka.security import AUTHORIZATION, denied
 from stream_infer.logging import get_logger
 
 __all__ = ["TransactionCommitter", "transactional_id"]
@@ -54,6 +56,8 @@ __all__ = ["TransactionCommitter", "transactional_id"]
 log = get_logger("transactions")
 
 _REBUILDS_PER_MINUTE = 3
+_CALL_S = 10.0  # longest single transactional call; retried while the time allows
+_ABORTS_BEFORE_DIAGNOSIS = 3  # in a row, without a commit: then ask whether an ACL is missing
 
 
 def transactional_id(group: str, worker_id: str) -> str:
@@ -74,6 +78,8 @@ class TransactionCommitter:
         every_s: float,
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        stopping: Callable[[], bool] = lambda: False,
+        diagnose: Callable[[], str | None] | None = None,
     ) -> None:
         self._producer = producer
         self._deliveries = deliveries
@@ -82,12 +88,17 @@ class TransactionCommitter:
         self._every_s = every_s
         self._timeout = timeout_s
         self._clock = clock
+        self._stopping = stopping  # a stop request ends retries: shutdown tries once more
         self._lock = threading.Lock()
         self._open = False
         self._batches: list[Batch] = []  # produced into the open transaction, in order
         self._safe: dict[TP, int] = {}  # where each partition resumes after an abort
         self._last = 0.0
         self._rebuilt: deque[float] = deque(maxlen=_REBUILDS_PER_MINUTE)
+        # Asked after aborts in a row: a missing ACL fails every transaction the same way,
+        # and librdkafka reports it only in its log (deliveries come back purged).
+        self._diagnose = diagnose
+        self._aborts_in_row = 0
         self.epoch = 0  # bumped by every abort: batches consumed before it are stale
         self.commits = 0
         self.aborts = 0
@@ -95,7 +106,28 @@ class TransactionCommitter:
 
     def start(self) -> None:
         """Register the transactional id (fencing any previous holder of it)."""
-        self._producer.init_transactions(self._timeout)
+        try:
+            self._producer.init_transactions(self._timeout)
+        except KafkaException as exc:
+            raise self._refusal(exc.args[0], "initialising transactions") from None
+
+    def _refusal(self, err: Any, what: str) -> ProduceError:
+        """The error that stops the worker: a missing ACL named as such, else the Kafka error."""
+        if err.code() not in AUTHORIZATION:
+            return ProduceError(f"{what} failed", err)
+        conf = self._producer.conf
+        txn_id = str(conf.get("transactional.id"))
+        prefix = transactional_id(self._consumer.group_id, "")
+        if err.code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            resource, grant = "the cluster", "IDEMPOTENT_WRITE on the cluster"
+        elif err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            resource, grant = f"consumer group '{self._consumer.group_id}'", "READ on the group"
+        elif err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            resource, grant = "a topic of the transaction", "WRITE on the output topics"
+        else:
+            resource = f"transactional id '{txn_id}'"
+            grant = f"WRITE and DESCRIBE on transactional ids with the prefix '{prefix}'"
+        return ProduceError(f"{denied(err.name(), conf, 'use', resource, grant)} ({what})")
 
     # -- producing ----------------------------------------------------------------
 
@@ -140,8 +172,8 @@ class TransactionCommitter:
 
     # -- committing ----------------------------------------------------------------
 
-    def due(self) -> None:
-        if self._clock() - self._last >= self._every_s:
+    def due(self, urgent: bool = False) -> None:
+        if (urgent and self._batches) or self._clock() - self._last >= self._every_s:
             self._commit(self._timeout)
 
     def commit_now(self, partitions: list[TP] | None, within: float) -> None:
@@ -160,7 +192,7 @@ class TransactionCommitter:
 
     def _retrying(self, within: float) -> Retrying:
         return Retrying(
-            retry=retry_if_exception(_retriable),
+            retry=retry_if_exception(lambda exc: _retriable(exc) and not self._stopping()),
             wait=wait_exponential(multiplier=0.1, max=1.0),
             stop=stop_after_delay(within),
             reraise=True,
@@ -179,16 +211,17 @@ class TransactionCommitter:
             if not self._open:
                 return
             offsets = self._offsets()
+            call_s = min(within, _CALL_S)  # each call short, so a stop request is seen
             try:
                 if offsets:
                     tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
                     metadata = self._consumer.group_metadata()
                     for attempt in self._retrying(within):
                         with attempt:
-                            self._producer.send_offsets_to_transaction(tps, metadata, within)
+                            self._producer.send_offsets_to_transaction(tps, metadata, call_s)
                 for attempt in self._retrying(within):
                     with attempt:
-                        self._producer.commit_transaction(within)
+                        self._producer.commit_transaction(call_s)
             except KafkaException as exc:
                 self._failed(exc.args[0], "committing the transaction")
                 return
@@ -198,17 +231,31 @@ class TransactionCommitter:
                 deliveries.acknowledge(batch)
             self._safe.update(offsets)
             self.commits += 1
+            self._aborts_in_row = 0
 
     def _failed(self, err: Any, what: str) -> None:
         """An error from the transactional API: abort, rebuild, or stop (lock held)."""
+        if err.code() in AUTHORIZATION:  # aborting and redoing would only fail the same way
+            raise self._refusal(err, what)
         if err.txn_requires_abort() or (not err.fatal() and self._deliveries.txn_failure):
             self._abort(f"{what} failed: {kafka_error_text(err)}")
         elif err.fatal() and err.code() in FENCED:
             self._rebuild(f"{what} failed: {kafka_error_text(err)}")
         else:
-            raise ProduceError(f"{what} failed", err)
+            raise self._diagnosed(ProduceError(f"{what} failed", err))
+
+    def _diagnosed(self, error: ProduceError) -> ProduceError:
+        """The error to stop with: a missing ACL, when one explains it, else ``error``.
+
+        A transaction that a missing WRITE doomed ends in errors that say nothing of
+        ACLs (purged deliveries, then INVALID_TXN_STATE from the abort).
+        """
+        problem = self._diagnose() if self._diagnose is not None else None
+        return ProduceError(problem) if problem is not None else error
 
     def _abort(self, why: str) -> None:
+        self._producer.poll(0)  # delivery reports of the doomed transaction, if any are due
+        self._deliveries.salvage()
         log.warning(
             "aborting the transaction (%s): %d batches will be consumed again", why,
             len(self._batches),
@@ -222,8 +269,13 @@ class TransactionCommitter:
             if err.fatal() and err.code() in FENCED:
                 self._rebuild(f"aborting failed: {kafka_error_text(err)}")
                 return
-            raise ProduceError("aborting the transaction failed", err) from None
+            raise self._diagnosed(ProduceError("aborting the transaction failed", err)) from None
         self.aborts += 1
+        self._aborts_in_row += 1
+        if self._diagnose is not None and self._aborts_in_row % _ABORTS_BEFORE_DIAGNOSIS == 0:
+            problem = self._diagnose()
+            if problem is not None:
+                raise ProduceError(problem)
         self._rewind()
 
     def _rebuild(self, why: str) -> None:

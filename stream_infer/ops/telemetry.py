@@ -16,7 +16,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from stream_infer.config import Settings
 from stream_infer.inference.drift import DriftMonitor, DriftSnapshot
-from stream_infer.inference.envelope import SourceRecord
 from stream_infer.logging import get_logger
 from stream_infer.ops.group import GroupSnapshot, GroupWatcher
 from stream_infer.ops.health import Health
@@ -118,15 +117,23 @@ class Telemetry:
         self.metrics.observe_inference(rows, seconds)
         self.capacity.add(infer_busy_s=seconds)
 
-    def watch_drift(self, monitor: DriftMonitor) -> None:
-        """Export PSI per feature and output value, computed at scrape time (always fresh)."""
-        self.metrics.extra.append(lambda: _drift_families(monitor.snapshot()))
+    def watch_drift(self, monitor: DriftMonitor | Callable[[], DriftMonitor | None]) -> None:
+        """Export PSI per feature and output value, computed at scrape time (always fresh).
 
-    def batch_acknowledged(self, records: Sequence[SourceRecord]) -> None:
+        Given a callable, the monitor it returns at each scrape (a hot reload swaps it).
+        """
+        current = monitor if callable(monitor) else lambda: monitor
+
+        def families() -> Iterator[Metric]:
+            live = current()
+            if live is not None:
+                yield from _drift_families(live.snapshot())
+
+        self.metrics.extra.append(families)
+
+    def batch_acknowledged(self, timestamps: Sequence[int]) -> None:
         """Every output of a batch is acknowledged: the end-to-end latency of its events."""
-        stamps = np.fromiter(
-            (r.timestamp()[1] for r in records), dtype=np.float64, count=len(records)
-        )
+        stamps = np.asarray(timestamps, dtype=np.float64)
         latency = (time.time() * 1000.0 - stamps) / 1000.0
         np.maximum(latency, 0.0, out=latency)  # a producer clock ahead of ours is not negative time
         self.metrics.latency.observe_many(latency)

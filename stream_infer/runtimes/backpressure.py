@@ -40,7 +40,7 @@ class Backpressure:
         consumer: _Pausable,
         in_flight: Callable[[], int],
         queued: Callable[[], int],
-        progress: Callable[[float], None],
+        progress: Callable[[float, bool], None],
         stopping: Callable[[], bool],
     ) -> None:
         self._max_in_flight = settings.max_in_flight_batches
@@ -48,7 +48,8 @@ class Backpressure:
         self._consumer = consumer
         self._in_flight = in_flight
         self._queued = queued
-        self._progress = progress  # serve acknowledgements and due commits, waiting up to N s
+        # Serve acknowledgements and commits, waiting up to N s; urgent=True while full.
+        self._progress = progress
         self._stopping = stopping
         self.pauses = 0
         self.peak_in_flight = 0
@@ -68,7 +69,7 @@ class Backpressure:
             ):
                 consumer.resume()
             else:
-                self._progress(0.05)  # wait for progress, not in a busy loop
+                self._progress(0.05, True)  # wait for progress, not in a busy loop
             return
         if not self.full():
             return
@@ -79,4 +80,4 @@ class Backpressure:
                 self.pauses += 1
                 consumer.pause()
                 return
-            self._progress(0.005)
+            self._progress(0.005, True)

@@ -18,13 +18,17 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from stream_infer.inference.batch import infer_batch
+from stream_infer.inference.batch import Predict, infer_batch
+from stream_infer.inference.canary import infer_with_canary
 from stream_infer.inference.codec import Decoded
 from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model
+from stream_infer.inference.variants import Serving, Variant
+from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch
-from stream_infer.kafka.producer import Deliveries
 from stream_infer.logging import get_logger
+from stream_infer.ops.modelops import ModelOpsMetrics
+from stream_infer.runtimes.shadow import ShadowStage
 
 __all__ = ["InferenceStage"]
 
@@ -42,9 +46,14 @@ class InferenceStage:
         on_predicted: Callable[[dict[str, Any], list[Any]], None] | None = None,
         gate: Callable[[Batch], AbstractContextManager[bool]] | None = None,
         on_produced: Callable[[Batch], None] = lambda batch: None,
+        serving: Serving | None = None,
+        shadow: ShadowStage | None = None,
+        modelops: ModelOpsMetrics | None = None,
     ) -> None:
-        self._model = model
-        self._encoder = encoder
+        # What answers: read once per batch, so a hot reload switches between two batches.
+        self.serving = serving or Serving(Variant("primary", "", "", model, encoder))
+        self._shadow = shadow
+        self._modelops = modelops
         self._deliveries = deliveries
         # Told when a model call starts (its monotonic start) and ends (None), then how
         # many rows it ran in how many seconds: health and metrics, off the hot path.
@@ -56,7 +65,8 @@ class InferenceStage:
         self._gate = gate or (lambda batch: nullcontext(True))
         self._on_produced = on_produced
         self._queue: queue.SimpleQueue[tuple[Batch, Decoded] | None] = queue.SimpleQueue()
-        self._outstanding = 0
+        self._submitted = 0  # written by the loop thread only
+        self._finished = 0  # written by this stage's thread only
         self._cond = threading.Condition()
         self._discard = False
         self.failure: BaseException | None = None
@@ -68,20 +78,19 @@ class InferenceStage:
         self._thread.start()
 
     def submit(self, batch: Batch, decoded: Decoded) -> None:
-        with self._cond:
-            self._outstanding += 1
+        self._submitted += 1  # the loop thread's count: no lock on the hot path
         self._queue.put((batch, decoded))
 
     @property
     def outstanding(self) -> int:
         """Batches submitted and not yet through the model (queued or running)."""
-        return self._outstanding
+        return self._submitted - self._finished
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every submitted batch has been produced (not yet acknowledged)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: self._outstanding == 0 or self.failure is not None, timeout
+                lambda: self.outstanding == 0 or self.failure is not None, timeout
             )
 
     def discard_queued(self) -> None:
@@ -106,7 +115,7 @@ class InferenceStage:
                 self.failure = exc
             finally:
                 with self._cond:
-                    self._outstanding -= 1
+                    self._finished += 1  # this thread's count
                     self._cond.notify_all()
 
     def _process(self, batch: Batch, decoded: Decoded) -> None:
@@ -116,14 +125,32 @@ class InferenceStage:
         holds either every output of a batch or none of it; the model's time is
         spent outside it.
         """
-        outcome = infer_batch(
-            self._model,
-            self._encoder,
-            batch.records,
-            decoded,
-            self._timed_predict,
-            keep_predicted=self._on_predicted is not None,
-        )
+        serving = self.serving
+        primary, canary = serving.primary, serving.canary  # the whole batch uses these
+        shadow = self._shadow
+        keep = self._on_predicted is not None or shadow is not None
+        by_canary = 0
+        if canary is None or serving.router is None:
+            outcome = infer_batch(
+                primary.model,
+                primary.encoder,
+                batch.records,
+                decoded,
+                self._timed(primary),
+                keep_predicted=keep,
+                origins=batch.origins,
+            )
+        else:
+            outcome, counts = infer_with_canary(
+                primary, canary, serving.router, decoded, batch.origins, batch.records,
+                self._timed(primary), self._timed(canary), keep_predicted=keep,
+            )  # fmt: skip
+            by_canary = counts.answered
+            if self._modelops is not None:
+                self._modelops.answered("canary", canary.version, counts.answered, counts.fell_back)
+        if self._modelops is not None:
+            predicted = sum(len(index) for index, _ in outcome.predictions) - by_canary
+            self._modelops.answered("primary", primary.version, predicted, len(outcome.failures))
         if self._on_predicted is not None:
             for feeds, outputs in outcome.predicted:
                 self._on_predicted(feeds, outputs)
@@ -131,6 +158,7 @@ class InferenceStage:
         with self._gate(batch) as current:
             if not current:
                 return  # its transaction was aborted: the batch will be consumed again
+            deliveries.model_version = primary.version  # dlq.model.version of this batch
             for i, reject in outcome.rejects:
                 deliveries.dead_letter(batch, i, reject.stage, reject)
             for index, payloads in outcome.predictions:
@@ -144,12 +172,26 @@ class InferenceStage:
                 deliveries.dead_letter(batch, i, "inference", exc)
             batch.produced_at = time.monotonic()
             self._on_produced(batch)
+        if shadow is not None:  # after the batch's own outputs: the shadow never delays them
+            done = outcome.predicted
+            parts = [(rows, out) for rows, (_, out) in zip(outcome.parts, done, strict=True)]
+            shadow.offer(batch.records, batch.origins, parts, primary)
 
-    def _timed_predict(self, feeds: dict[str, Any], rows: int) -> list[Any]:
-        started = time.monotonic()
-        self._on_call(started)
-        try:
-            return self._model.predict(feeds)
-        finally:
-            self._on_call(None)
-            self._on_result(rows, time.monotonic() - started)
+    def _timed(self, variant: Variant) -> Predict:
+        """``variant``'s predict, timed for health, capacity and the per-version histogram."""
+        predict, on_call, on_result = variant.model.predict, self._on_call, self._on_result
+        modelops, role, version = self._modelops, variant.role, variant.version
+
+        def timed(feeds: dict[str, Any], rows: int) -> list[Any]:
+            started = time.monotonic()
+            on_call(started)
+            try:
+                return predict(feeds)
+            finally:
+                on_call(None)
+                seconds = time.monotonic() - started
+                on_result(rows, seconds)
+                if modelops is not None:
+                    modelops.timed(role, version, seconds)
+
+        return timed

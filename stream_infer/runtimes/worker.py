@@ -19,18 +19,19 @@ from confluent_kafka import KafkaError
 from stream_infer.config import Settings
 from stream_infer.errors import KafkaClientError
 from stream_infer.inference.codec import Decoder
-from stream_infer.inference.drift import DriftMonitor, load_baseline
-from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model, load_model
-from stream_infer.kafka.batcher import MicroBatcher
-from stream_infer.kafka.commits import Committer, OffsetCommitter
+from stream_infer.kafka.batcher import BatchSizer, MicroBatcher
+from stream_infer.kafka.commits import make_committer
 from stream_infer.kafka.consumer import InputConsumer, check_topics
+from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch, OffsetTracker, TopicPartition
-from stream_infer.kafka.producer import Deliveries, OutputProducer
-from stream_infer.kafka.transactions import TransactionCommitter, transactional_id
+from stream_infer.kafka.producer import OutputProducer
+from stream_infer.kafka.transactions import transactional_id
 from stream_infer.logging import get_logger
 from stream_infer.ops.telemetry import Telemetry
 from stream_infer.runtimes.backpressure import Backpressure
+from stream_infer.runtimes.common import announce
+from stream_infer.runtimes.modelops import ModelOps
 from stream_infer.runtimes.pipeline import InferenceStage
 
 __all__ = ["Worker", "WorkerStats"]
@@ -39,6 +40,10 @@ log = get_logger("worker")
 
 _COMMIT_RETRY_S = 5.0  # how long a commit on revoke is retried on transient errors
 _STUCK_S = 60.0  # a batch unacknowledged this long gets a warning
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000.0
 
 
 @dataclass
@@ -91,17 +96,20 @@ class Worker:
             self.model = load_model(s.model, s.batching.max_batch_size)
         model = self.model
         tel.model_loaded(lambda: model.provider)
+        shadow_topic = [s.model.shadow.topic] if s.model.shadow else []
         check_topics(
             s.kafka.admin_config(),
             {
                 "topics.inputs": s.topics.inputs,
                 "topics.output": [s.topics.output],
                 "topics.dead_letter": [s.topics.dead_letter],
+                "model.shadow.topic": shadow_topic,
             },
             timeout=60.0,
         )
         p = s.processing
         client_id = f"stream-infer-{p.worker_id}"
+        self._ops = ops = ModelOps(s, model, tel, client_id, on_switch=self._switched)
         eos = p.exactly_once
         txn_id = transactional_id(s.kafka.group_id, p.worker_id) if eos else None
         self._producer = OutputProducer(s.kafka.producer_config(client_id, txn_id))
@@ -110,10 +118,10 @@ class Worker:
             s.topics.output,
             s.topics.dead_letter,
             s.kafka.group_id,
-            s.model.version,
+            ops.serving.primary.version,
             p.worker_id,
             stage_counts=tel.metrics.dead_letters,
-            on_batch_done=lambda batch: tel.batch_acknowledged(batch.records),
+            on_batch_done=lambda batch: tel.batch_acknowledged(batch.origins.timestamps),
             transactional=eos,
         )
         self._consumer = InputConsumer(
@@ -122,30 +130,25 @@ class Worker:
             self._revoked,
             self._lost,
         )
-        if eos:
-            committer = TransactionCommitter(
-                self._producer, self._deliveries, self._consumer, self.tracker, p.commit_every_s
-            )
-            committer.start()
-            self._committer: Committer = committer
-        else:
-            self._committer = OffsetCommitter(self._consumer, self.tracker, p.commit_every_s)
-        encoder = Encoder(s.model.name, s.model.version, model.signature.outputs)
-        drift = None
-        if s.drift.baseline:
-            drift = DriftMonitor(load_baseline(s.drift.baseline, model), s.drift.window_s)
-            tel.watch_drift(drift)
+        self._committer = make_committer(
+            s, self._producer, self._deliveries, self._consumer, self.tracker, self._stop.is_set
+        )
+        primary = ops.serving.primary
         self._stage = InferenceStage(
             model,
-            encoder,
+            primary.encoder,
             self._deliveries,
             on_call=tel.inference_call,
-            on_result=tel.inference_result,
-            on_predicted=drift.observe if drift is not None else None,
+            on_result=self._inference_result,
+            on_predicted=ops.observe if ops.drift is not None else None,
             gate=self._committer.gate,
             on_produced=self._committer.produced,
+            serving=ops.serving,
+            shadow=ops.shadow,
+            modelops=ops.metrics,
         )
         self._stage.start()
+        ops.start()
         self._decoder = Decoder(model.signature)
         self._backpressure = Backpressure(
             p,
@@ -157,6 +160,7 @@ class Worker:
         )
         self._instrument()
         self._consumer.subscribe(s.topics.inputs)
+        self._sizer = BatchSizer(s.batching.max_batch_size, _seconds(s.batching.latency_target_ms))
         self._batcher = MicroBatcher(
             self._timed_consume,
             s.batching.max_batch_size,
@@ -164,28 +168,16 @@ class Worker:
             self._stop.is_set,
             self._consumer,
         )
-        log.info(
-            "worker %s: %s -> %s (dead letters: %s), group %s, model %s v%s on %s, "
-            "batches of <= %d rows / %d ms, %s",
-            s.processing.worker_id,
-            ",".join(s.topics.inputs),
-            s.topics.output,
-            s.topics.dead_letter,
-            s.kafka.group_id,
-            s.model.name,
-            s.model.version,
-            model.provider,
-            s.batching.max_batch_size,
-            s.batching.max_wait_ms,
-            s.processing.guarantee,
-        )
-        log.info("metrics on %s (and /healthz, /readyz)", tel.url)
-        if s.processing.static_id:
-            log.info(
-                "static group membership as '%s': a restart under this id resumes its "
-                "partitions at once; never run two workers with the same id",
-                s.processing.static_id,
-            )
+        announce(s, primary.version, model.provider, tel.url)
+
+    def _switched(self, model: Model) -> None:
+        """A hot reload switched the primary (reload thread): what the worker reports follows."""
+        self.model = model
+
+    def _inference_result(self, rows: int, seconds: float) -> None:
+        """A model call ended (inference thread): metrics, capacity, the adaptive batch size."""
+        self.telemetry.inference_result(rows, seconds)
+        self._sizer.observe(rows, seconds)
 
     def _instrument(self) -> None:
         """Point metrics and health at the live state (read when scraped)."""
@@ -232,6 +224,7 @@ class Worker:
                 turned()
                 self._committer.check()
                 self._raise_fatal()
+                self._batcher.max_size = self._sizer.size
                 msgs = self._batcher.next_batch()
                 if msgs:
                     self._submit(msgs)
@@ -247,11 +240,17 @@ class Worker:
         finally:
             self._shutdown(failure)
 
-    def _progress(self, timeout: float) -> None:
-        """Serve acknowledgements (waiting up to ``timeout``), then commit if one is due."""
+    def _progress(self, timeout: float, urgent: bool = False) -> None:
+        """Serve acknowledgements (waiting up to ``timeout``), then commit if one is due.
+
+        ``urgent``: the pipeline is full. Exactly once, batches stay in flight
+        until their transaction commits, so a full pipeline ends the transaction
+        early rather than pausing: measured with 1 s transactions, waiting for
+        the interval capped the worker at 64 batches a second (28k events/s).
+        """
         self._deliveries.serve(timeout)
         self._committer.check()
-        self._committer.due()
+        self._committer.due(urgent)
         self._raise_fatal()
 
     def _raise_fatal(self) -> None:
@@ -378,7 +377,10 @@ class Worker:
         if failure is None:
             self._drain(max(0.0, deadline - time.monotonic() - 3.0))
         else:  # acknowledgements already on their way still earn commits
-            self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic() - 3.0)))
+            try:
+                self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic() - 3.0)))
+            except Exception as exc:  # a fatal producer raises here: keep the first reason
+                log.warning("flush after the error failed: %s", exc)
         self._stage.discard_queued()
         self._closing = True
 
@@ -388,7 +390,10 @@ class Worker:
                 self._committer.commit_now(None, max(0.0, deadline - time.monotonic() - 1.0))
             except Exception as exc:  # never let cleanup hide the reason we are stopping
                 log.warning("final commit failed: %s", exc)
-            self._consumer.close()
+            try:
+                self._consumer.close()  # its revoke commits too, and may fail the same way
+            except Exception as exc:
+                log.warning("leaving the group failed: %s", exc)
 
         closer = threading.Thread(target=leave, name="stream-infer-close", daemon=True)
         closer.start()
@@ -396,6 +401,7 @@ class Worker:
         if closer.is_alive():
             log.warning("commit and group leave did not finish in time; the group will time us out")
         self._stage.stop(1.0)
+        self._ops.stop(max(0.1, min(2.0, deadline - time.monotonic())))
         try:
             self._deliveries.flush(max(0.0, min(1.0, deadline - time.monotonic())))
         except Exception as exc:  # never let cleanup hide the reason we are stopping

@@ -29,6 +29,7 @@ from stream_infer.errors import BrokerError
 
 __all__ = [
     "BrokerStatus",
+    "Listeners",
     "broker_status",
     "classpath",
     "expect_port",
@@ -121,16 +122,30 @@ def _port_in_use(port: int) -> bool:
         return False
 
 
-def _properties(data_dir: Path, port: int, controller_port: int) -> str:
+# A listener beside PLAINTEXT and CONTROLLER: its name -> (security protocol, port).
+Listeners = dict[str, tuple[str, int]]
+
+
+def _properties(
+    data_dir: Path,
+    port: int,
+    controller_port: int,
+    extra: dict[str, str] | None = None,
+    listeners: Listeners | None = None,
+) -> str:
+    more = listeners or {}
+    served = "".join(f",{name}://127.0.0.1:{p}" for name, (_, p) in more.items())
+    protocols = "".join(f",{name}:{proto}" for name, (proto, _) in more.items())
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+        + served,
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}" + served,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT" + protocols,
         "log.dirs": str(data_dir / "kraft"),
         # One node: every internal topic (offsets, transaction state, share state)
         # must live with one replica, or transactions and groups never become ready.
@@ -149,6 +164,7 @@ def _properties(data_dir: Path, port: int, controller_port: int) -> str:
         "group.initial.rebalance.delay.ms": "0",
         "num.network.threads": "2",
         "num.io.threads": "4",
+        **(extra or {}),  # a secured broker's listeners, TLS and authorizer (securebroker.py)
     }
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
@@ -269,12 +285,19 @@ def _log_tail(data_dir: Path, lines: int = 25) -> str:
 
 
 def start_broker(
-    port: int, data_dir: str | Path, timeout: float = 120.0, heap: str | None = None
+    port: int,
+    data_dir: str | Path,
+    timeout: float = 120.0,
+    heap: str | None = None,
+    extra: dict[str, str] | None = None,
+    listeners: Listeners | None = None,
 ) -> BrokerStatus:
     """Start (or find already running) a broker and return once it serves requests.
 
     The storage is formatted on first use only, so a restart on the same data
-    directory keeps every topic, offset and transaction.
+    directory keeps every topic, offset and transaction. ``extra`` adds or
+    overrides broker properties and ``listeners`` adds listeners (``securebroker``
+    uses both); ``port`` stays the PLAINTEXT listener this function waits for.
     """
     data = Path(data_dir).resolve()
     current = broker_status(data)
@@ -283,8 +306,10 @@ def start_broker(
             raise BrokerError(f"a broker already runs from {data} on port {current.port}")
         if current.reachable:
             return current
-    elif _port_in_use(port):
-        raise BrokerError(f"port {port} on 127.0.0.1 is already in use")
+    else:
+        for wanted in (port, *(p for _, p in (listeners or {}).values())):
+            if _port_in_use(wanted):
+                raise BrokerError(f"port {wanted} on 127.0.0.1 is already in use")
     lib = fetch_jars()
     java = _java()
     data.mkdir(parents=True, exist_ok=True)
@@ -295,7 +320,7 @@ def start_broker(
         if _port_in_use(int(controller_port)):
             controller_port = free_port()
         props = data / "server.properties"
-        props.write_text(_properties(data, port, int(controller_port)))
+        props.write_text(_properties(data, port, int(controller_port), extra, listeners))
         cp = str(lib / "*")
         if not (data / "kraft" / "meta.properties").is_file():
             format_storage(props, new_cluster_id(), java, cp)

@@ -205,7 +205,7 @@ def _run(
     produced = [0]
 
     def feed() -> None:
-        conf = {**settings.kafka.base(), **settings.kafka.producer}
+        conf = {**settings.kafka.base(), **settings.kafka.producer_props()}
         events = with_poison(demo_value_events(loop=True), poison_every)
         try:
             produced[0] = produce_events(

@@ -103,7 +103,11 @@ def _settings(
         elif source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
             value = POD_NAME
         elif source.get("secretKeyRef", {}).get("key") == "kafka-common.json":
-            value = SECRET_COMMON
+            # The Secret's files, as the pod would have them mounted (the CA must exist).
+            mounted = tmp_path / "kafka-secret"
+            mounted.mkdir(exist_ok=True)
+            (mounted / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+            value = SECRET_COMMON.replace("/etc/stream-infer/kafka", str(mounted))
         else:
             raise AssertionError(f"no test value for {var}")
         monkeypatch.setenv(var["name"], value)

@@ -8,6 +8,7 @@ the run: integration tests never skip for want of Kafka.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from stream_infer.config import Settings
+from stream_infer.logging import configure_logging
 from stream_infer.runtimes.worker import Worker
 from stream_infer.tools.devbroker import start_broker, stop_broker
 from stream_infer.tools.tail import decode_record, tail
@@ -126,7 +128,13 @@ def make_worker(settings: Settings, runtime: str = "native") -> Any:
 
 @contextmanager
 def running(settings: Settings, timeout: float = 60.0, runtime: str = "native") -> Iterator[Any]:
-    """A worker (either runtime) on a thread of this process; stopped (gracefully) on exit."""
+    """A worker (either runtime) on a thread of this process; stopped (gracefully) on exit.
+
+    Its log goes to stderr, which pytest shows for a failing test, and still propagates to
+    the root logger so that ``caplog`` sees it.
+    """
+    configure_logging("INFO")
+    logging.getLogger("stream_infer").propagate = True
     worker = make_worker(settings, runtime)
     errors: list[BaseException] = []
     worker.test_errors = errors  # type: ignore[attr-defined]  # read by wait_for

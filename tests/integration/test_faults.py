@@ -120,6 +120,7 @@ def test_broker_stop_and_start_mid_stream_loses_nothing(
         model={"path": str(make_model("linear"))},
         batching={"max_batch_size": 64, "max_wait_ms": 5},
         processing={"commit_interval_ms": 200},
+        metrics={"port": 0},  # any free port: other workers may run on this machine
     )  # type: ignore[arg-type]
     n = 6_000
     keys, values = events(n)

@@ -23,6 +23,7 @@ import orjson
 import pytest
 import yaml
 
+from stream_infer.config import Settings
 from stream_infer.tools.demo import baseline_path, demo_dataset
 from tests.conftest import free_port
 from tests.integration.conftest import (
@@ -67,7 +68,7 @@ def _family(sample: str) -> str:
 
 
 def test_dashboard_alerts_and_keda_query_on_a_real_prometheus(
-    kafka, make_settings, demo_model: Path, linear_model: Path, tmp_path: Path
+    kafka, make_settings, make_topic, demo_model: Path, linear_model: Path, tmp_path: Path
 ) -> None:
     partitions = 6
     settings = make_settings(
@@ -79,6 +80,10 @@ def test_dashboard_alerts_and_keda_query_on_a_real_prometheus(
         # Any lag at all asks for every partition's replica; none asks for one.
         scaling={"drain_target_s": 0.001},
     )
+    # A shadow (the demo model again), so that the shadow's metrics and panels have data too.
+    data = settings.model_dump(mode="json", by_alias=True)
+    data["model"]["shadow"] = {"path": str(demo_model), "topic": make_topic("shadow", partitions)}
+    settings = Settings(**data)
     group = settings.kafka.group_id
     topic = settings.topics.inputs[0]
     stalled = make_settings(

@@ -21,6 +21,7 @@ from mode.threads import WorkerThread
 
 from stream_infer.config import Settings
 from stream_infer.errors import ConfigError
+from stream_infer.secrets import reveal
 
 __all__ = ["app_settings", "broker_urls", "make_app"]
 
@@ -172,7 +173,7 @@ def app_settings(settings: Settings, data_dir: Path) -> dict[str, Any]:
     on ``metrics.port``.
     """
     s, f = settings, settings.faust
-    common = dict(s.kafka.common)
+    common = reveal(s.kafka.security_props())  # kafka.common plus kafka.secrets
     extra_common = sorted(set(common) - _SECURITY - {"client.id"})
     if extra_common:
         raise ConfigError(
@@ -215,8 +216,8 @@ def app_settings(settings: Settings, data_dir: Path) -> dict[str, Any]:
         "stream_wait_empty": True,
         "isolation_level": "read_committed",
     }
-    options.update(_translate("consumer", dict(s.kafka.consumer), _CONSUMER))
-    options.update(_translate("producer", dict(s.kafka.producer), _PRODUCER))
+    options.update(_translate("consumer", reveal(s.kafka.consumer), _CONSUMER))
+    options.update(_translate("producer", reveal(s.kafka.producer), _PRODUCER))
     # Faust refuses a session timeout above its request timeout (90 s by default).
     options["broker_request_timeout"] = max(90.0, options.get("broker_session_timeout", 0) + 5.0)
     return options

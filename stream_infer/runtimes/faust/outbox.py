@@ -3,7 +3,7 @@
 The fate of a failed record is the native producer's (``kafka.producer.verdict``):
 aiokafka's exception is read as the Kafka error code it carries, so both
 runtimes retry, reject and stop on the same codes and name them the same way in
-logs and dead-letter headers (``[MSG_SIZE_TOO_LARGE]``):
+logs and dead-letter headers (``[MSG_SIZETOO_LARGE]``):
 
 - *retry*: the broker is away or slow: send the same record again after a
   backoff, for as long as it takes;
@@ -29,7 +29,15 @@ from confluent_kafka import KafkaError
 from stream_infer.config import Settings
 from stream_infer.errors import ProduceError, kafka_error_text
 from stream_infer.inference.envelope import Headers, dead_letter_stub
-from stream_infer.kafka.producer import verdict
+from stream_infer.kafka.producer import (
+    DEAD_LETTER,
+    PREDICTION,
+    RETRY_BACKOFF_S,
+    STUB,
+    STUB_VALUE_BYTES,
+    TOO_LARGE,
+    verdict,
+)
 from stream_infer.logging import get_logger, where
 from stream_infer.runtimes.faust.pipeline import DeadLetter, FaustRecord, Pipeline, Result
 
@@ -37,9 +45,6 @@ __all__ = ["FaustBatch", "Outbox", "kafka_error"]
 
 log = get_logger("faust")
 
-PREDICTION, DEAD_LETTER, STUB = 0, 1, 2
-_RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
-_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}
 # One record to (re)send: kind, topic, key, value, headers.
 _Item = tuple[int, str, Any, Any, Headers | None]
 
@@ -160,7 +165,7 @@ class Outbox:
                 fate = verdict(err, attempt)
                 if fate == "retry":
                     attempts[i] = attempt + 1
-                    pause = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
+                    pause = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
                     delay = max(delay, pause)
                     log.warning(
                         "delivery for %s failed (attempt %d), retrying in %.2fs: %s",
@@ -168,7 +173,7 @@ class Outbox:
                     )  # fmt: skip
                 elif fate == "reject" and kind == PREDICTION:
                     self._replace(batch, i, self._refused_prediction(batch, i, err))
-                elif fate == "reject" and kind == DEAD_LETTER and err.code() in _TOO_LARGE:
+                elif fate == "reject" and kind == DEAD_LETTER and err.code() in TOO_LARGE:
                     self._replace(batch, i, self._stub(batch, i, err))
                 else:
                     raise ProduceError(
@@ -195,8 +200,9 @@ class Outbox:
     def _stub(self, batch: FaustBatch, i: int, err: KafkaError) -> _Item:
         s = self._settings
         key, value, headers = dead_letter_stub(
-            batch.records[i], kafka_error_text(err),
-            group=s.kafka.group_id, model_version=s.model.version, worker=s.processing.worker_id,
+            batch.records[i], kafka_error_text(err), STUB_VALUE_BYTES,
+            group=s.kafka.group_id, model_version=self._pipeline.version,
+            worker=s.processing.worker_id,
         )  # fmt: skip
         log.error("dead letter for %s is too large; sending a stub", batch.origin(i))
         return STUB, self._dlq, key, value, headers

@@ -26,6 +26,7 @@ from stream_infer.inference.batch import infer_batch
 from stream_infer.inference.codec import Decoder
 from stream_infer.inference.envelope import Encoder, Headers, dead_letter_headers, error_class
 from stream_infer.inference.model import Model, load_model
+from stream_infer.inference.variants import version_of
 from stream_infer.logging import SampledLog, get_logger, where
 
 __all__ = ["DeadLetter", "FaustRecord", "Pipeline", "Prediction", "Result"]
@@ -130,8 +131,10 @@ class Pipeline:
         self.settings = settings
         s = settings
         self.model = model or load_model(s.model, s.batching.max_batch_size)
+        # The file's own version wins over the configured one, as in the native runtime.
+        self.version = version_of(self.model, s.model.version, s.model.version)
         self._decoder = Decoder(self.model.signature)
-        self._encoder = Encoder(s.model.name, s.model.version, self.model.signature.outputs)
+        self._encoder = Encoder(s.model.name, self.version, self.model.signature.outputs)
         self._executor = (
             None
             if inline
@@ -199,7 +202,7 @@ class Pipeline:
         s = self.settings
         headers = dead_letter_headers(
             record, stage, error_class(exc), str(exc),
-            group=s.kafka.group_id, model_version=s.model.version,
+            group=s.kafka.group_id, model_version=self.version,
             worker=s.processing.worker_id,
         )  # fmt: skip
         kind = f"{stage}/{error_class(exc)}"

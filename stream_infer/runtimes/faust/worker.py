@@ -39,6 +39,7 @@ from stream_infer.inference.model import Model, load_model
 from stream_infer.kafka.consumer import check_topics
 from stream_infer.logging import LOGGER_NAME, get_logger
 from stream_infer.ops.telemetry import Telemetry
+from stream_infer.runtimes.common import announce
 from stream_infer.runtimes.faust.options import app_settings, make_app
 from stream_infer.runtimes.faust.outbox import FaustBatch, Outbox
 from stream_infer.runtimes.faust.pipeline import FaustRecord, Pipeline
@@ -185,15 +186,10 @@ class FaustWorker:
         }  # fmt: skip
         tel.health.oldest_unacked = self._oldest_unacked
         tel.watch()
-        log.info(
-            "worker %s (faust %s): %s -> %s (dead letters: %s), group %s, model %s v%s on %s, "
-            "batches of <= %d rows / %d ms, %s",
-            s.processing.worker_id, faust.__version__, ",".join(s.topics.inputs),
-            s.topics.output, s.topics.dead_letter, s.kafka.group_id, s.model.name,
-            s.model.version, self.pipeline.model.provider, s.batching.max_batch_size,
-            s.batching.max_wait_ms, s.processing.guarantee,
+        announce(
+            s, self.pipeline.version, self.pipeline.model.provider, tel.url,
+            f"faust {faust.__version__}",
         )  # fmt: skip
-        log.info("metrics on %s (and /healthz, /readyz)", tel.url)
         return app
 
     def _route_library_logs(self) -> None:
@@ -284,7 +280,7 @@ class FaustWorker:
         dead = batch.dead_letters
         self.acked_predictions += len(batch.events) - dead
         self.acked_dead_letters += dead
-        self.telemetry.batch_acknowledged(batch.records)
+        self.telemetry.batch_acknowledged([r.timestamp()[1] for r in batch.records])
 
     def _settled(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from stream_infer.errors import InferenceError, ValidationError
-from stream_infer.inference.codec import Decoder
+from stream_infer.inference.codec import Decoder, Rows
 from stream_infer.inference.envelope import (
     REPLAY_COUNT_HEADER,
     Encoder,
@@ -143,3 +143,59 @@ def test_sequence_outputs_are_written_per_row(tmp_path: Path) -> None:
         proba = doc["output_probability"]
         assert set(proba) == {"0", "1", "2"}  # map keys become JSON strings
         assert proba["0"] == pytest.approx(outputs[1][i][0])
+
+
+def _generic(enc: Encoder, records, rows, outputs) -> list[dict]:
+    """The per-row form: a dict and a dumps per row (what the fast form must equal)."""
+    return [orjson.loads(p) for p in enc._encode_rows(records, rows, outputs)]
+
+
+def _rows(n: int, ids: list) -> Rows:
+    return Rows(list(range(n)), ids, {})
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        [np.arange(5, dtype=np.int64), np.linspace(0, 1, 10, dtype=np.float32).reshape(5, 2)],
+        [np.array([True, False, True, True, False])],
+        [np.arange(5 * 2 * 3, dtype=np.float64).reshape(5, 2, 3) / 7],
+        [np.array([1.5, np.nan, np.inf, -np.inf, -0.0], dtype=np.float32)],
+        [np.arange(10, dtype=np.uint8).reshape(5, 2)[:, ::-1]],  # not contiguous
+        [np.array([2**63 - 1, -(2**63), 0, 1, -1], dtype=np.int64)],
+    ],
+)
+def test_the_fast_form_writes_what_the_per_row_form_writes(outputs: list) -> None:
+    names = [f"o{k}" for k in range(len(outputs))]
+    enc = Encoder("m", "1", names)
+    records = [Record(10 + i, i % 3, topic_=f"t{i % 2}", timestamp_=1000 + i) for i in range(5)]
+    ids = [0, "a,b", None, 'q"uote', 2**62]
+    fast = [orjson.loads(p) for p in enc.encode(records, _rows(5, ids), outputs)]
+    slow = _generic(enc, records, _rows(5, ids), outputs)
+    for f, s in zip(fast, slow, strict=True):
+        assert {k: v for k, v in f.items() if k != "outputs"} == {
+            k: v for k, v in s.items() if k != "outputs"
+        }
+        for name in names:
+            np.testing.assert_allclose(
+                np.array(f["outputs"][name], dtype=float),
+                np.array(s["outputs"][name], dtype=float),
+                rtol=1e-6,
+            )
+
+
+def test_float32_outputs_read_back_as_the_same_float32() -> None:
+    values = np.random.default_rng(3).normal(size=(64, 3)).astype(np.float32)
+    enc = Encoder("m", "1", ["v"])
+    payloads = enc.encode([Record(i) for i in range(64)], _rows(64, list(range(64))), [values])
+    back = np.array([orjson.loads(p)["outputs"]["v"] for p in payloads], dtype=np.float32)
+    assert np.array_equal(back, values)  # exact, not within a tolerance
+
+
+def test_outputs_that_are_not_numeric_tensors_take_the_per_row_form() -> None:
+    enc = Encoder("m", "1", ["label", "probs"])
+    labels = np.array(["cat", "dog"], dtype=object)
+    probs = [{"cat": 0.9, "dog": 0.1}, {"cat": 0.2, "dog": 0.8}]  # a ZipMap sequence
+    payloads = enc.encode([Record(0), Record(1)], _rows(2, [1, 2]), [labels, probs])
+    docs = [orjson.loads(p) for p in payloads]
+    assert docs[1]["outputs"] == {"label": "dog", "probs": {"cat": 0.2, "dog": 0.8}}

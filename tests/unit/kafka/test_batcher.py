@@ -96,3 +96,34 @@ def test_records_fetched_before_their_partition_was_revoked_are_dropped() -> Non
 
     batch = MicroBatcher(consume, max_size=4, max_wait_ms=50, rebalances=log).next_batch()
     assert [(r.partition(), r.offset()) for r in batch] == [(0, 10), (0, 11), (1, 5)]
+
+
+def test_batch_size_follows_the_latency_target_from_measured_calls() -> None:
+    from stream_infer.kafka.batcher import BatchSizer
+
+    sizer = BatchSizer(max_size=512, target_s=0.050)
+    assert sizer.size == 512  # nothing measured yet
+    # A model costing 2 ms per call plus 0.5 ms per row: 50 ms fit (50 - 2) / 0.5 = 96 rows.
+    for rows in (512, 200, 96, 96, 150, 64):
+        sizer.observe(rows, 0.002 + 0.0005 * rows)
+    assert sizer.size == 96
+    # The machine gets twice as slow: the size halves (within the rounding of the fit).
+    for rows in (96, 48, 48, 60, 40) * 20:
+        sizer.observe(rows, 2 * (0.002 + 0.0005 * rows))
+    assert sizer.size == 46  # (50 - 4) / 1
+
+
+def test_batch_size_stays_within_bounds_and_is_off_without_a_target() -> None:
+    from stream_infer.kafka.batcher import BatchSizer
+
+    fast = BatchSizer(max_size=512, target_s=0.050)
+    for rows in (512, 256, 128):
+        fast.observe(rows, 0.0001 + 1e-7 * rows)  # a tiny model: the budget holds 512 easily
+    assert fast.size == 512
+    slow = BatchSizer(max_size=512, target_s=0.050)
+    for rows in (512, 1, 2):
+        slow.observe(rows, 0.2 * rows)  # one row already costs more than the budget
+    assert slow.size == 1
+    off = BatchSizer(max_size=300, target_s=None)
+    off.observe(300, 10.0)
+    assert off.size == 300

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from confluent_kafka import KafkaError
 
@@ -50,6 +51,11 @@ class _Scripted:
         self.sent.append((topic, value, key, headers))
         self.queue.append((on_delivery, Record(topic_=topic, value_=value, key_=key)))
 
+    def produce_batch(self, topic, messages, on_delivery) -> int:
+        for m in messages:
+            self.produce(topic, m["value"], m["key"], on_delivery)
+        return len(messages)
+
     def poll(self, timeout: float = 0.0) -> int:
         queue, self.queue = self.queue, []
         for callback, msg in queue:
@@ -65,7 +71,7 @@ class _Scripted:
 
 
 def _deliveries(errors: list[KafkaError | None]):
-    from stream_infer.kafka.producer import Deliveries
+    from stream_infer.kafka.deliveries import Deliveries
 
     fake = _Scripted(errors)
     return Deliveries(fake, "out", "dlq", "g", "1", "w"), fake  # type: ignore[arg-type]
@@ -74,7 +80,12 @@ def _deliveries(errors: list[KafkaError | None]):
 @pytest.fixture(autouse=True)
 def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries come due at once, so the decisions can be stepped through without waiting."""
-    monkeypatch.setattr("stream_infer.kafka.producer._RETRY_BACKOFF_S", (0.0,))
+    monkeypatch.setattr("stream_infer.kafka.deliveries.RETRY_BACKOFF_S", (0.0,))
+
+
+def _prediction(offset: int) -> bytes:
+    """A prediction payload as the encoder writes it: its source names the row."""
+    return orjson.dumps({"source": {"topic": "events", "partition": 0, "offset": offset}})
 
 
 def _drain(deliveries, rounds: int = 20) -> None:
@@ -90,7 +101,7 @@ def test_a_too_large_prediction_becomes_a_dead_letter_then_a_final_stub() -> Non
     big = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
     deliveries, fake = _deliveries([big, big, big])
     batch = Batch(1, [Record(7, value_=b"x" * 5000, headers_=[("trace", b"1")])])
-    deliveries.predictions_for(batch, [0], [b"prediction"])
+    deliveries.predictions_for(batch, [0], [_prediction(7)])
     _drain(deliveries)
     topics = [t for t, *_ in fake.sent]
     assert topics == ["out", "dlq", "dlq"]  # prediction, dead letter, stub: then it stops
@@ -109,7 +120,7 @@ def test_transient_failures_are_retried_until_delivered() -> None:
     timeout = KafkaError(KafkaError._MSG_TIMED_OUT)
     deliveries, fake = _deliveries([timeout, timeout, None])
     batch = Batch(1, [Record(7, value_=b"{}")])
-    deliveries.predictions_for(batch, [0], [b"p"])
+    deliveries.predictions_for(batch, [0], [_prediction(7)])
     _drain(deliveries)
     assert [t for t, *_ in fake.sent] == ["out", "out", "out"]
     assert batch.pending == 0 and deliveries.fatal is None

@@ -1,0 +1,164 @@
+"""What the benchmark compares: each contender is a command line, run as its own process.
+
+The harness knows a contender only by the command that starts it, where its outputs carry
+the input's time, and how many events it gets; it never imports what it measures. Adding
+one is one entry in ``CONTENDERS``: the Faust runtime, once ``stream-infer run --runtime
+faust`` exists, is ``_worker("faust", "...", runtime="faust")``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+__all__ = [
+    "CONTENDERS",
+    "QUICK_LATENCY",
+    "Contender",
+    "Target",
+    "events_for",
+    "parse_contenders",
+    "rotated",
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one run of a contender reads and writes."""
+
+    bootstrap: str
+    input: str
+    output: str
+    dead_letter: str
+    group: str
+    model: Path
+    work: Path  # a folder of its own (configs, Faust's data dir)
+    events: int  # what it is given (the ort contender: rows to time)
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    description: str
+    argv: Callable[[Target], list[str]]
+    kafka: bool = True  # False: no broker; it prints its own figures (ort)
+    event_time: Literal["json", "timestamp"] = "json"  # "event_time_ms" in the value, or CreateTime
+    scale: float = 1.0  # its share of --events (the tutorial loop is slow)
+    min_events: int = 0
+
+
+def _worker(
+    name: str, description: str, guarantee: str = "at_least_once", runtime: str = "native"
+) -> Contender:
+    """A stream-infer worker with default settings but for topics, group and a free metrics port."""
+
+    def argv(t: Target) -> list[str]:
+        config = {
+            "kafka": {"bootstrap_servers": t.bootstrap, "group_id": t.group},
+            "topics": {"inputs": [t.input], "output": t.output, "dead_letter": t.dead_letter},
+            "model": {"path": str(t.model)},
+            "metrics": {"port": 0},
+        }
+        if guarantee != "at_least_once":
+            config["processing"] = {"guarantee": guarantee}
+        path = t.work / "config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        cmd = [sys.executable, "-m", "stream_infer", "run", "--config", str(path)]
+        return cmd + (["--runtime", runtime] if runtime != "native" else [])
+
+    return Contender(name, description, argv)
+
+
+def _loop(name: str) -> Callable[[Target], list[str]]:
+    def argv(t: Target) -> list[str]:
+        return [
+            sys.executable, "-m", "stream_infer.tools.bench.loops", name,
+            "--bootstrap", t.bootstrap, "--input", t.input, "--output", t.output,
+            "--group", t.group, "--model", str(t.model), "--rows", str(t.events),
+        ]  # fmt: skip
+
+    return argv
+
+
+def _faust_echo(t: Target) -> list[str]:
+    return [
+        sys.executable, "-m", "stream_infer.tools.bench.faust_echo",
+        "--bootstrap", t.bootstrap, "--input", t.input, "--output", t.output,
+        "--group", t.group, "--data-dir", str(t.work / "faust"),
+    ]  # fmt: skip
+
+
+_ALL = [
+    _worker("stream-infer", "`stream-infer run`, default settings (at least once)"),
+    _worker(
+        "stream-infer-eos",
+        "`stream-infer run` with `processing.guarantee: exactly_once`",
+        guarantee="exactly_once",
+    ),
+    Contender(
+        "bare",
+        "confluent-kafka consume 512 -> produce each value as is; no decoding, no model, "
+        "auto-commit",
+        _loop("bare"),
+        event_time="timestamp",
+    ),
+    Contender(
+        "tutorial",
+        "poll one, json.loads, predict one row, produce, flush, commit (sync) per message",
+        _loop("tutorial"),
+        scale=0.005,
+        min_events=200,
+    ),
+    Contender(
+        "hand-batched",
+        "consume 512, json.loads each, one onnxruntime call, produce, flush, commit per batch",
+        _loop("hand-batched"),
+    ),
+    Contender(
+        "faust-echo",
+        "plain Faust agent, stream.take_events(512, within=0.01), a small JSON per event; no model",
+        _faust_echo,
+        scale=0.2,
+        min_events=2000,
+    ),
+    Contender(
+        "ort",
+        "onnxruntime alone on pre-built arrays, batches of 512, no Kafka (the model's ceiling)",
+        _loop("ort"),
+        kafka=False,
+    ),
+]
+CONTENDERS: dict[str, Contender] = {c.name: c for c in _ALL}
+# The contenders whose latency --quick measures (when they are in the run).
+QUICK_LATENCY = ("stream-infer", "bare")
+
+
+def parse_contenders(text: str | None) -> list[str]:
+    """``a,b,c`` -> names, checked; ``None`` -> all of them."""
+    if text is None:
+        return list(CONTENDERS)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError("name at least one contender")
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        raise ValueError(f"unknown contender {', '.join(unknown)} (known: {', '.join(CONTENDERS)})")
+    if len(set(names)) != len(names):
+        raise ValueError("a contender is named twice")
+    return names
+
+
+def events_for(contender: Contender, events: int) -> int:
+    """How many of the pre-filled events this contender is given."""
+    return min(events, max(contender.min_events, round(events * contender.scale)))
+
+
+def rotated(names: Sequence[str], round_no: int) -> list[str]:
+    """Round r starts with the r-th contender, so none always runs first (or last)."""
+    k = round_no % len(names) if names else 0
+    return [*names[k:], *names[:k]]

@@ -1,0 +1,286 @@
+"""``stream-infer bench``: plan the run, drive the harness with a progress bar, write results."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stream_infer.errors import StreamInferError
+from stream_infer.tools.bench.contenders import CONTENDERS, QUICK_LATENCY, events_for, rotated
+from stream_infer.tools.bench.harness import PARTITIONS, Harness, RunResult
+from stream_infer.tools.bench.latency import LatencyStep
+
+__all__ = ["BenchOptions", "run_bench"]
+
+FULL_EVENTS, QUICK_EVENTS = 500_000, 10_000
+LOADS = (0.5, 0.8)
+
+
+@dataclass
+class BenchOptions:
+    model: str = "tabular"
+    quick: bool = False
+    events: int | None = None
+    repeats: int | None = None
+    contenders: list[str] | None = None
+    out: Path | None = None
+    bootstrap: str | None = None
+    profile: bool = False
+    command: str = "stream-infer bench"
+
+    @property
+    def n_events(self) -> int:
+        return self.events or (QUICK_EVENTS if self.quick else FULL_EVENTS)
+
+    @property
+    def n_repeats(self) -> int:
+        return self.repeats or (1 if self.quick else 3)
+
+    @property
+    def latency_s(self) -> float:
+        """Seconds measured per offered rate."""
+        return 2.0 if self.quick else 10.0
+
+    @property
+    def settle_s(self) -> float:
+        """Seconds at each rate before measuring: the contender adapts to the new rate."""
+        return 1.0 if self.quick else 3.0
+
+    @property
+    def names(self) -> list[str]:
+        return self.contenders or list(CONTENDERS)
+
+    @property
+    def latency_names(self) -> list[str]:
+        return [
+            n for n in self.names if CONTENDERS[n].kafka and (not self.quick or n in QUICK_LATENCY)
+        ]
+
+
+def _require_extras() -> None:
+    missing = []
+    for module in ("psutil", "matplotlib"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise StreamInferError(
+            f"bench needs {' and '.join(missing)}: pip install 'stream-infer[bench]'"
+        )
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: str | None, work: Path) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    from stream_infer.tools.devbroker import free_port, start_broker, stop_broker
+
+    status = start_broker(free_port(), work / "broker")
+    try:
+        yield status.bootstrap
+    finally:
+        stop_broker(work / "broker")
+
+
+def _progress() -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+
+
+def run_bench(opts: BenchOptions) -> int:
+    """Run everything, write the results; 0, or 1 when a run failed (the results say which)."""
+    _require_extras()
+    from stream_infer.tools.bench.harness import Harness
+    from stream_infer.tools.bench.models import resolve_model
+
+    date = datetime.date.today().isoformat()
+    out = opts.out or Path("benchmarks/results") / f"{date}-bench"
+    work = Path(tempfile.mkdtemp(prefix="stream-infer-bench-"))
+    run_id = uuid.uuid4().hex[:8]
+    try:  # a bad --model fails before a broker starts or a folder is made
+        model = resolve_model(opts.model, work)
+        out.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    with _broker(opts.bootstrap, work) as bootstrap, _progress() as bar:
+        bar.console.print(f"bench {run_id}: broker {bootstrap}, work folder {work}")
+        session = _Session(opts, Harness(bootstrap, model.path, work, run_id), bar)
+        try:
+            session.catch_up()
+            session.latency()
+            if opts.profile:
+                session.profile(out)
+        finally:
+            if opts.bootstrap:
+                session.harness.delete_topics()
+    doc = _document(opts, date, bootstrap, model.as_dict(), session)
+    _write(doc, out)
+    failed = [r for r in session.runs if r.error] + [s for s in session.steps if s.error]
+    say = bar.console.print
+    if failed:
+        say(f"{len(failed)} run(s) failed; contender logs are kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"results written to {out}")
+    return 1 if failed else 0
+
+
+class _Session:
+    """The phases of one run, reporting to the progress bar as they go."""
+
+    def __init__(self, opts: BenchOptions, harness: Harness, bar: Any) -> None:
+        self.opts, self.harness, self.bar = opts, harness, bar
+        self.say = bar.console.print
+        self.runs: list[RunResult] = []
+        self.steps: list[LatencyStep] = []
+        self.profile_doc: dict[str, Any] | None = None
+        self.source = ""
+
+    def _task(self, what: str, total: int) -> tuple[Any, Callable[[int], None]]:
+        task = self.bar.add_task(what, total=total)
+
+        def progress(n: int) -> None:
+            self.bar.update(task, completed=n)
+
+        return task, progress
+
+    def catch_up(self) -> None:
+        opts, harness = self.opts, self.harness
+        self.source = harness.topic("in")
+        task, progress = self._task("pre-filling the input topic", opts.n_events)
+        harness.fill(self.source, opts.n_events, progress)
+        self.bar.remove_task(task)
+        for r in range(opts.n_repeats):
+            for name in rotated(opts.names, r):
+                c = CONTENDERS[name]
+                what = f"round {r + 1}/{opts.n_repeats}: {name}"
+                task, progress = self._task(what, events_for(c, opts.n_events))
+                result = harness.catch_up(c, r, self.source, opts.n_events, progress)
+                self.bar.remove_task(task)
+                self.runs.append(result)
+                figure = f"{result.rate:,.0f} events/s" if not result.error else "FAILED"
+                self.say(f"{what}: {figure}" + (f": {result.error}" if result.error else ""))
+
+    def latency(self) -> None:
+        for name in self.opts.latency_names:
+            mine = [x.rate for x in self.runs if x.contender == name and x.error is None]
+            if not mine:
+                continue
+            task = self.bar.add_task(f"latency: {name}", total=len(LOADS))
+
+            def on_step(what: str, task: Any = task, name: str = name) -> None:
+                self.bar.update(task, description=f"latency {name}: {what}")
+
+            top = sum(mine) / len(mine)
+            c = CONTENDERS[name]
+            lat, settle = self.opts.latency_s, self.opts.settle_s
+            for step in self.harness.latency(c, top, LOADS, lat, settle, on_step):
+                self.steps.append(step)
+                self.bar.advance(task)
+                p = step.summary
+                self.say(
+                    f"latency {name} at {step.load:.0%} ({step.offered:,.0f}/s): "
+                    + (f"p50 {p.p50:.1f} ms, p99 {p.p99:.1f} ms" if p and p.count else "-")
+                    + (f" ({step.error})" if step.error else "")
+                )
+            self.bar.remove_task(task)
+
+    def profile(self, out: Path) -> None:
+        from stream_infer.tools.bench.profile import attach_py_spy, summarize_speedscope
+
+        c, n = CONTENDERS["stream-infer"], self.opts.n_events
+        speedscope = out / "profile-stream-infer.speedscope.json"
+        task, progress = self._task("profiling stream-infer (py-spy)", n)
+        attach = attach_py_spy(speedscope)
+        result = self.harness.catch_up(c, 0, self.source, n, progress, attach)
+        self.bar.remove_task(task)
+        summary = out / "profile-stream-infer.md"
+        figure = f"{result.rate:,.0f} events/s under the profiler" if not result.error else ""
+        head = (
+            "# Profile of the stream-infer worker (py-spy)\n\n"
+            f"One extra catch-up run of {result.events:,} events, not counted in the results: "
+            f"{figure or result.error}. py-spy attached at the first output, so start-up is "
+            "not in it.\n\n"
+        )
+        body = summarize_speedscope(speedscope) if speedscope.is_file() else "No profile.\n"
+        summary.write_text(head + body)
+        self.say(f"profile: {summary} (and {speedscope.name}, for speedscope.app)")
+        self.profile_doc = {
+            "speedscope": speedscope.name,
+            "summary": summary.name,
+            "run": result.as_dict(),
+        }
+
+
+def _document(
+    opts: BenchOptions, date: str, bootstrap: str, model: dict[str, Any], session: _Session
+) -> dict[str, Any]:
+    from stream_infer.tools.bench.machine import describe_machine
+    from stream_infer.tools.bench.report import aggregate
+
+    return {
+        "version": 1,
+        "date": date,
+        "command": opts.command,
+        "machine": describe_machine(bootstrap, own_broker=opts.bootstrap is None),
+        "model": model,
+        "settings": {
+            "events": opts.n_events,
+            "repeats": opts.n_repeats,
+            "partitions": PARTITIONS,
+            "loads": list(LOADS),
+            "latency_s": opts.latency_s,
+            "settle_s": opts.settle_s,
+            "latency_contenders": opts.latency_names,
+            "quick": opts.quick,
+        },
+        **aggregate(opts.names, session.runs, session.steps),
+        "profile": session.profile_doc,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """NaN (a figure that could not be measured) as null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _write(doc: dict[str, Any], out: Path) -> None:
+    from stream_infer.tools.bench.report import render_markdown, write_plot
+
+    (out / "results.json").write_text(json.dumps(_plain(doc), indent=2, default=str) + "\n")
+    markdown = render_markdown(doc)
+    (out / "results.md").write_text(markdown)
+    write_plot(doc, out / "bench.png")
+    print(markdown, end="", flush=True)
