@@ -4,6 +4,11 @@ Every section forbids unknown keys, so a typo (``bootstrap_server``) is a
 start-up error that names the key instead of a silently ignored setting. The
 sections render themselves into librdkafka dictionaries, so the rest of the
 code never assembles client configuration by hand.
+
+It is one long module on purpose: it is SPEC.md's configuration contract, every
+section and its checks in the order of the spec, and the loader whose error
+lines name the file or variable a bad value came from. Split, a reader would
+have to assemble the contract from several files.
 """
 
 from __future__ import annotations

@@ -23,9 +23,14 @@ __all__ = ["LagView", "PartitionLag", "group_lag", "group_snapshot", "watch"]
 def group_snapshot(
     base_conf: dict[str, Any], group: str, topics: list[str], timeout: float = 10.0
 ) -> GroupSnapshot:
-    """One look at the group through a short-lived admin client, errors as one clear line."""
+    """One look at the group through a short-lived admin client, errors as one clear line.
+
+    A coordinator that is still loading or moving (a fresh or restarted broker
+    answers NOT_COORDINATOR for a few seconds) is asked again within ``timeout``.
+    """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
     from stream_infer.kafka.admin import missing_topic_hint
     from stream_infer.logging import get_logger
@@ -33,8 +38,18 @@ def group_snapshot(
     conf: dict[str, Any] = {**base_conf, "logger": get_logger("librdkafka")}
     admin = AdminClient(conf)
     reader = offsets_reader(base_conf, group)
+    started = time.monotonic()
     try:
-        return read_group(admin, reader, group, topics, timeout=timeout)
+        for attempt in Retrying(
+            retry=retry_if_exception(_coordinator_moving),
+            wait=wait_exponential(multiplier=0.1, max=1.0),
+            stop=stop_after_delay(timeout),
+            reraise=True,
+        ):
+            with attempt:
+                left = max(1.0, timeout - (time.monotonic() - started))
+                return read_group(admin, reader, group, topics, timeout=left)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
     except LookupError as exc:
         missing = [t for t in topics if f"'{t}'" in str(exc)]
         raise KafkaClientError(f"{exc} ({missing_topic_hint(missing)})") from None
@@ -42,6 +57,19 @@ def group_snapshot(
         raise KafkaClientError(f"reading the lag of group '{group}' failed", exc.args[0]) from None
     finally:
         reader.close()
+
+
+def _coordinator_moving(exc: BaseException) -> bool:
+    from confluent_kafka import KafkaError, KafkaException
+
+    if not isinstance(exc, KafkaException):
+        return False
+    err = exc.args[0]
+    return bool(err.retriable()) or err.code() in {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
 
 
 def group_lag(

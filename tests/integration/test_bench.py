@@ -84,7 +84,8 @@ def test_bad_options_are_one_line(tmp_path: Path) -> None:
     assert ran.returncode == 2
     assert ran.stderr.strip() == (
         "stream-infer: usage error: --contenders: unknown contender nope (known: stream-infer, "
-        "stream-infer-eos, bare, tutorial, hand-batched, faust-echo, ort)"
+        "stream-infer-eos, stream-infer-faust, bare, tutorial, hand-batched, faust-batched, "
+        "faust-echo, ort)"
     )
     ran = _bench("--model", str(tmp_path / "missing.onnx"), "--bootstrap", "127.0.0.1:1",
                  "--out", str(tmp_path / "out"), timeout=30)  # fmt: skip

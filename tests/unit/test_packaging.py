@@ -208,7 +208,7 @@ def _dockerignored(path: str) -> bool:
 def test_dockerignore_check_matches() -> None:
     assert _dockerignored("tests/unit/test_packaging.py")
     assert _dockerignored("stream_infer/__pycache__/cli.cpython-312.pyc")
-    assert not _dockerignored("stream_infer/cli.py")
+    assert not _dockerignored("stream_infer/cli/common.py")
 
 
 def test_dockerfile_copies_files_that_are_in_the_build_context() -> None:

@@ -2,7 +2,7 @@
 
 Rooms: ``runner`` (the command: plan, progress, results), ``harness`` (topics,
 processes, catch-up windows, latency sessions), ``contenders`` (what runs, as
-command lines), ``loops``/``faust_echo``/``openloop`` (the processes it starts
+command lines), ``loops``/``faust_agent``/``openloop`` (the processes it starts
 besides the worker), ``pacer`` and ``stats`` (the method, pure and unit-tested),
 ``report``, ``machine`` and ``profile``.
 """

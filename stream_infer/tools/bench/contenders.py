@@ -2,8 +2,7 @@
 
 The harness knows a contender only by the command that starts it, where its outputs carry
 the input's time, and how many events it gets; it never imports what it measures. Adding
-one is one entry in ``CONTENDERS``: the Faust runtime, once ``stream-infer run --runtime
-faust`` exists, is ``_worker("faust", "...", runtime="faust")``.
+one is one entry in ``CONTENDERS``.
 """
 
 from __future__ import annotations
@@ -53,7 +52,11 @@ class Contender:
 
 
 def _worker(
-    name: str, description: str, guarantee: str = "at_least_once", runtime: str = "native"
+    name: str,
+    description: str,
+    guarantee: str = "at_least_once",
+    runtime: str = "native",
+    scale: float = 1.0,
 ) -> Contender:
     """A stream-infer worker with default settings but for topics, group and a free metrics port."""
 
@@ -71,7 +74,7 @@ def _worker(
         cmd = [sys.executable, "-m", "stream_infer", "run", "--config", str(path)]
         return cmd + (["--runtime", runtime] if runtime != "native" else [])
 
-    return Contender(name, description, argv)
+    return Contender(name, description, argv, scale=scale, min_events=2000 if scale < 1 else 0)
 
 
 def _loop(name: str) -> Callable[[Target], list[str]]:
@@ -85,12 +88,15 @@ def _loop(name: str) -> Callable[[Target], list[str]]:
     return argv
 
 
-def _faust_echo(t: Target) -> list[str]:
-    return [
-        sys.executable, "-m", "stream_infer.tools.bench.faust_echo",
-        "--bootstrap", t.bootstrap, "--input", t.input, "--output", t.output,
-        "--group", t.group, "--data-dir", str(t.work / "faust"),
-    ]  # fmt: skip
+def _faust_agent(model: bool) -> Callable[[Target], list[str]]:
+    def argv(t: Target) -> list[str]:
+        return [
+            sys.executable, "-m", "stream_infer.tools.bench.faust_agent",
+            "--bootstrap", t.bootstrap, "--input", t.input, "--output", t.output,
+            "--group", t.group, "--data-dir", str(t.work / "faust"),
+        ] + (["--model", str(t.model)] if model else [])  # fmt: skip
+
+    return argv
 
 
 _ALL = [
@@ -99,6 +105,12 @@ _ALL = [
         "stream-infer-eos",
         "`stream-infer run` with `processing.guarantee: exactly_once`",
         guarantee="exactly_once",
+    ),
+    _worker(
+        "stream-infer-faust",
+        "`stream-infer run --runtime faust` (the same pipeline in a Faust agent), defaults",
+        runtime="faust",
+        scale=0.1,
     ),
     Contender(
         "bare",
@@ -120,10 +132,18 @@ _ALL = [
         _loop("hand-batched"),
     ),
     Contender(
+        "faust-batched",
+        "plain Faust agent, stream.take_events(512, within=0.01), one onnxruntime call per "
+        "batch, one prediction sent per event",
+        _faust_agent(model=True),
+        scale=0.1,
+        min_events=2000,
+    ),
+    Contender(
         "faust-echo",
         "plain Faust agent, stream.take_events(512, within=0.01), a small JSON per event; no model",
-        _faust_echo,
-        scale=0.2,
+        _faust_agent(model=False),
+        scale=0.1,
         min_events=2000,
     ),
     Contender(

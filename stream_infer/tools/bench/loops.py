@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PRODUCER_DEFAULTS", "main"]
+__all__ = ["PRODUCER_DEFAULTS", "feeds", "main", "open_session", "row_of"]
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
@@ -59,13 +59,13 @@ def _on_signal(_signum: int, _frame: Any) -> None:
     _stopping = True
 
 
-def _session(model: str) -> Any:
+def open_session(model: str) -> Any:
     import onnxruntime as ort
 
     return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 
 
-def _feeds(session: Any, docs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+def feeds(session: Any, docs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     inputs = session.get_inputs()
     if len(inputs) == 1:
         spec = inputs[0]
@@ -75,7 +75,7 @@ def _feeds(session: Any, docs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     }
 
 
-def _row(value: Any, j: int) -> Any:
+def row_of(value: Any, j: int) -> Any:
     item = value[j]
     return item.tolist() if hasattr(item, "tolist") else item
 
@@ -123,7 +123,7 @@ def _prediction(names: list[str], outs: list[Any], j: int, doc: dict[str, Any], 
             "id": doc.get("id"),
             "model": "bench",
             "model_version": "1",
-            "outputs": {n: _row(o, j) for n, o in zip(names, outs, strict=True)},
+            "outputs": {n: row_of(o, j) for n, o in zip(names, outs, strict=True)},
             "source": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
             "event_time_ms": msg.timestamp()[1],
         }
@@ -131,7 +131,7 @@ def _prediction(names: list[str], outs: list[Any], j: int, doc: dict[str, Any], 
 
 
 def tutorial(args: argparse.Namespace) -> None:
-    session = _session(args.model)
+    session = open_session(args.model)
     names = [o.name for o in session.get_outputs()]
     consumer, producer = _clients(args, auto_commit=False)
     while not _stopping:
@@ -139,7 +139,7 @@ def tutorial(args: argparse.Namespace) -> None:
         if msg is None or msg.error() is not None:
             continue
         doc = json.loads(msg.value())
-        outs = session.run(None, _feeds(session, [doc]))
+        outs = session.run(None, feeds(session, [doc]))
         producer.produce(args.output, _prediction(names, outs, 0, doc, msg), msg.key())
         producer.flush()
         consumer.commit(message=msg, asynchronous=False)
@@ -147,7 +147,7 @@ def tutorial(args: argparse.Namespace) -> None:
 
 
 def hand_batched(args: argparse.Namespace) -> None:
-    session = _session(args.model)
+    session = open_session(args.model)
     names = [o.name for o in session.get_outputs()]
     consumer, producer = _clients(args, auto_commit=False)
     while not _stopping:
@@ -155,7 +155,7 @@ def hand_batched(args: argparse.Namespace) -> None:
         if not msgs:
             continue
         docs = [json.loads(m.value()) for m in msgs]
-        outs = session.run(None, _feeds(session, docs))
+        outs = session.run(None, feeds(session, docs))
         for j, (doc, msg) in enumerate(zip(docs, msgs, strict=True)):
             _produce(producer, args.output, _prediction(names, outs, j, doc, msg), msg.key())
         producer.flush()
@@ -167,22 +167,22 @@ def ort_alone(args: argparse.Namespace) -> None:
     """Batches of pre-built arrays; the figure is the 10%-90% window of the rows, like Kafka's."""
     from stream_infer.tools.bench.models import model_events
 
-    session = _session(args.model)
+    session = open_session(args.model)
     docs = [json.loads(v) for _, v in model_events(Path(args.model), args.batch, seed=1)]
-    feeds = _feeds(session, docs)
+    batch = feeds(session, docs)
     for _ in range(5):  # warm-up, as the worker does before joining its group
-        session.run(None, feeds)
+        session.run(None, batch)
     # At least --rows rows and at least about two seconds, so that a fast model is timed
     # over many calls rather than a few hundred microseconds.
     started = time.perf_counter()
     for _ in range(5):
-        session.run(None, feeds)
+        session.run(None, batch)
     per_call = max((time.perf_counter() - started) / 5, 1e-6)
     batches = max(10, -(-args.rows // args.batch), round(2.0 / per_call))
     marks: list[tuple[float, float]] = []
     for _ in range(batches):
         marks.append((time.perf_counter(), time.process_time()))
-        session.run(None, feeds)
+        session.run(None, batch)
     marks.append((time.perf_counter(), time.process_time()))
     lo, hi = round(batches * 0.1), round(batches * 0.9)
     rows = (hi - lo) * args.batch

@@ -20,7 +20,7 @@ __all__ = ["TARGETS", "aggregate", "render_markdown", "write_plot"]
 TARGETS = (
     ("stream-infer", "bare", 0.6, "catch-up >= 0.6 x a bare consume -> produce loop"),
     ("stream-infer", "tutorial", 30.0, "catch-up >= 30 x the per-message tutorial loop"),
-    ("stream-infer", "faust-echo", 10.0, "catch-up >= 10 x a plain Faust agent (take 512)"),
+    ("stream-infer", "faust-batched", 10.0, "catch-up >= 10 x a plain Faust agent (take 512)"),
     ("stream-infer", "ort", 0.9, "when the model dominates: >= 0.9 x onnxruntime alone"),
 )
 _MODEL_BOUND = 3.0  # ort alone within this factor of the worker: the model dominates

@@ -70,7 +70,7 @@ def test_aggregate_spreads_ratios_and_targets() -> None:
     assert targets["bare"]["status"] == "met"  # 63 / 100 >= 0.6
     assert targets["tutorial"]["status"] == "not met"  # 63 / 3 = 21 < 30
     assert targets["ort"]["status"] == "n/a: the model does not dominate (ort alone is 100x)"
-    assert "faust-echo" not in targets  # not in this run
+    assert "faust-batched" not in targets  # not in this run
 
 
 def test_markdown_shows_the_figures_ratios_and_failures() -> None:
