@@ -24,3 +24,18 @@ def test_dev_names_its_worker_after_the_host(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_worker_id_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAM_INFER_PROCESSING__WORKER_ID", "laptop-1")
     assert dev_settings(load_settings()).processing.worker_id == "laptop-1"
+
+
+def test_dev_shortens_the_session_its_static_member_holds_after_it_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STREAM_INFER_PROCESSING__WORKER_ID", raising=False)
+    monkeypatch.delenv("STREAM_INFER_KAFKA__CONSUMER", raising=False)
+    dev = dev_settings(load_settings())
+    conf = dev.kafka.consumer_config("c", dev.processing.static_id)
+    assert conf["session.timeout.ms"] == 10_000
+    assert conf["group.instance.id"] == f"dev-{socket.gethostname()}"
+    # A session the user chose is theirs.
+    monkeypatch.setenv("STREAM_INFER_KAFKA__CONSUMER", '{"session.timeout.ms": 30000}')
+    dev = dev_settings(load_settings())
+    assert dev.kafka.consumer_config("c")["session.timeout.ms"] == 30_000
