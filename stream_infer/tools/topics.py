@@ -8,6 +8,7 @@ so running it twice, or against a cluster others also manage, is safe.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,26 @@ class _Applier:
                 self.changes.append(Change(d.name, "created", detail))
             elif _code(exc) != KafkaError.TOPIC_ALREADY_EXISTS:  # lost a race: fine
                 raise TopicError(f"creating topic '{d.name}' failed: {_why(exc)}")
+        self._await_leaders([d.name for d in decls])
+
+    def _await_leaders(self, names: list[str]) -> None:
+        """Return once every partition of ``names`` has a leader, or the timeout passed.
+
+        CreateTopics answers before the metadata is everywhere: a client started right
+        after (a worker's topic check, a producer) could still be told the topic does not
+        exist. Past the timeout the caller goes on, and whoever uses the topic reports it.
+        """
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            meta = self.topics()
+            if all(
+                n in meta
+                and meta[n].partitions
+                and all(p.leader >= 0 for p in meta[n].partitions.values())
+                for n in names
+            ):
+                return
+            time.sleep(0.05)
 
     def grow(self, decls: list[TopicDecl], meta: dict[str, Any]) -> None:
         from confluent_kafka.admin import NewPartitions
