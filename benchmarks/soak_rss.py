@@ -117,6 +117,7 @@ def soak(
         return text, flat
     finally:
         harness.delete_topics()
+        harness.close()
 
 
 def main() -> None:

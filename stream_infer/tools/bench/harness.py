@@ -79,7 +79,7 @@ class Harness:
         self.model = model
         self.work = work
         self.run_id = run_id
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.admin: Any = AdminClient({"bootstrap.servers": bootstrap})
         self.created: list[str] = []
         self.offsets_error = ""
         self._seq = 0
@@ -113,6 +113,10 @@ class Harness:
             with contextlib.suppress(Exception):
                 fut.result()
         self.created.clear()
+
+    def close(self) -> None:
+        """Let go of the admin client before its broker stops (it would log every reconnect)."""
+        self.admin = None
 
     def _target(self, c: Contender, input_topic: str, events: int, tag: str) -> Target:
         self._seq += 1

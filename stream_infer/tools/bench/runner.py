@@ -139,6 +139,7 @@ def run_bench(opts: BenchOptions) -> int:
         finally:
             if opts.bootstrap:
                 session.harness.delete_topics()
+            session.harness.close()
     doc = _document(opts, date, bootstrap, model.as_dict(), session)
     _write(doc, out)
     failed = [r for r in session.runs if r.error] + [s for s in session.steps if s.error]
