@@ -111,6 +111,31 @@ def _stat(title: str, description: str, unit: str, expr: str) -> stat.Panel:
     )
 
 
+def _info_table(title: str, description: str, metric: str, columns: list[str]) -> table.Panel:
+    """An ``*_info`` gauge as a table: one row per worker (``instance``), then ``columns``."""
+    order = {"instance": 0} | {name: i for i, name in enumerate(columns, start=1)}
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(_DATASOURCE)
+        .with_target(
+            _query(_in_group(metric), "", "A", instant=True).format(
+                prometheus_models.PromQueryFormat.TABLE
+            )
+        )
+        .with_transformation(
+            models.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True},
+                    "indexByName": order,
+                },
+            )
+        )
+    )
+
+
 def _thresholds(*steps: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
     return (
         dashboard.ThresholdsConfig()
@@ -184,23 +209,11 @@ def _overview_row(board: dashboard.Dashboard) -> None:
         )
     )
     board.with_panel(
-        table.Panel()
-        .title("Model")
-        .description("Model, version and the execution provider each worker really runs on.")
-        .datasource(_DATASOURCE)
-        .with_target(
-            _query(_in_group("stream_infer_model_info"), "", "A", instant=True).format(
-                prometheus_models.PromQueryFormat.TABLE
-            )
-        )
-        .with_transformation(
-            models.DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True},
-                    "indexByName": {"instance": 0, "model": 1, "version": 2, "provider": 3},
-                },
-            )
+        _info_table(
+            "Model",
+            "Model, version and the execution provider each worker really runs on.",
+            "stream_infer_model_info",
+            ["model", "version", "provider"],
         )
         .height(4)
         .span(4)
@@ -437,29 +450,15 @@ def _drift_row(board: dashboard.Dashboard) -> None:
 def _rollout_row(board: dashboard.Dashboard) -> None:
     board.with_row(dashboard.Row("Model rollout (hot reload, canary, shadow)"))
     board.with_panel(
-        table.Panel()
-        .title("Models served")
-        .description("Every model each worker answers with: primary, canary, shadow.")
-        .datasource(_DATASOURCE)
-        .with_target(
-            _query(_in_group("stream_infer_variant_info"), "", "A", instant=True).format(
-                prometheus_models.PromQueryFormat.TABLE
-            )
-        )
-        .with_transformation(
-            models.DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True},
-                    "indexByName": {
-                        "instance": 0, "variant": 1, "model": 2, "version": 3, "provider": 4
-                    },
-                },
-            )
+        _info_table(
+            "Models served",
+            "Every model each worker answers with: primary, canary, shadow.",
+            "stream_infer_variant_info",
+            ["variant", "model", "version", "provider"],
         )
         .height(8)
         .span(8)
-    )  # fmt: skip
+    )
     board.with_panel(
         _timeseries(
             "Hot reloads",
