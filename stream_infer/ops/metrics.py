@@ -13,7 +13,7 @@ process (tests do) without colliding.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "BatchHistogram",
     "MetricsServer",
     "WorkerMetrics",
+    "counter_by",
 ]
 
 log = get_logger("metrics")
@@ -64,6 +65,14 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
+
+
+def counter_by(name: str, doc: str, label: str, values: Mapping[str, float]) -> Metric:
+    """A counter family with one series per key of ``values`` (read from a copy of it)."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, n in list(values.items()):
+        family.add_metric([key], n)
+    return family
 
 
 class BatchHistogram:
@@ -147,25 +156,23 @@ class WorkerMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         g = self.group
-        consumed = CounterMetricFamily(
+        yield counter_by(
             "stream_infer_consumed_messages",
             "Records consumed from input topics.",
-            labels=["topic"],
+            "topic",
+            self.consumed,
         )
-        for topic, n in list(self.consumed.items()):
-            consumed.add_metric([topic], n)
-        yield consumed
         yield CounterMetricFamily(
             "stream_infer_predictions",
             "Predictions acknowledged by the broker.",
             self.predictions(),
         )
-        dead = CounterMetricFamily(
-            "stream_infer_dead_letters", "Events sent to the dead-letter topic.", labels=["stage"]
+        yield counter_by(
+            "stream_infer_dead_letters",
+            "Events sent to the dead-letter topic.",
+            "stage",
+            self.dead_letters,
         )
-        for stage, n in list(self.dead_letters.items()):
-            dead.add_metric([stage], n)
-        yield dead
         yield self.latency.family(
             "stream_infer_end_to_end_latency_seconds",
             "Event timestamp to its output acknowledged by the broker.",
@@ -192,14 +199,12 @@ class WorkerMetrics(Collector):
             "Batches consumed but not yet fully acknowledged.",
             self.in_flight(),
         )
-        rebalances = CounterMetricFamily(
+        yield counter_by(
             "stream_infer_rebalance_partitions",
             "Partitions assigned, revoked or lost in rebalances.",
-            labels=["kind"],
+            "kind",
+            self.rebalances(),
         )
-        for kind, n in self.rebalances().items():
-            rebalances.add_metric([kind], n)
-        yield rebalances
         yield from self._group_metrics(g)
         if self.health is not None:
             yield from _health_metrics(self.health.ready(), self.health.healthy())

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from stream_infer.inference.agreement import AgreementMonitor
-from stream_infer.ops.metrics import INFERENCE_BUCKETS
+from stream_infer.ops.metrics import INFERENCE_BUCKETS, counter_by
 
 __all__ = ["ModelOpsMetrics", "VariantInfo"]
 
@@ -82,14 +82,12 @@ class ModelOpsMetrics:
             rows = dict(self.rows)
             batches = dict(self.shadow_batches)
             records = dict(self.shadow_records)
-        family = CounterMetricFamily(
+        yield counter_by(
             "stream_infer_model_reloads",
             "Hot reloads of model.path: ok (serving the new file) or refused (the old one serves).",
-            labels=["result"],
+            "result",
+            reloads,
         )
-        for result, n in reloads.items():
-            family.add_metric([result], n)
-        yield family
         info = GaugeMetricFamily(
             "stream_infer_variant_info",
             "Every model this worker answers with: primary, canary, shadow.",
@@ -113,22 +111,18 @@ class ModelOpsMetrics:
     def _shadow(
         self, batches: dict[str, int], records: dict[str, int], monitor: AgreementMonitor
     ) -> Iterator[Metric]:
-        family = CounterMetricFamily(
+        yield counter_by(
             "stream_infer_shadow_batches",
             "Batches the shadow ran (ok), failed on, or dropped because it was behind.",
-            labels=["result"],
+            "result",
+            batches,
         )
-        for result, n in batches.items():
-            family.add_metric([result], n)
-        yield family
-        family = CounterMetricFamily(
+        yield counter_by(
             "stream_infer_shadow_records",
             "Shadow predictions delivered to the shadow topic, or given up on.",
-            labels=["result"],
+            "result",
+            records,
         )
-        for result, n in records.items():
-            family.add_metric([result], n)
-        yield family
         snap = monitor.snapshot()
         agreement = GaugeMetricFamily(
             "stream_infer_shadow_agreement",
