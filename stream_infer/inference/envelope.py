@@ -6,6 +6,7 @@ they answer for, so every output can be traced back to ``topic[partition]@offset
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ import orjson
 
 from stream_infer.errors import Stage
 from stream_infer.inference.codec import Rows
+from stream_infer.logging import SampledLog
 
 __all__ = [
     "REPLAY_COUNT_HEADER",
+    "DeadLetterLog",
     "Encoder",
     "Headers",
     "Origins",
@@ -334,3 +337,28 @@ def error_class(exc: BaseException) -> str:
     ``Fail``...), which says more than our wrapper does.
     """
     return type(exc.__cause__ or exc).__name__
+
+
+class DeadLetterLog(SampledLog):
+    """Dead letters in the log, for every runtime in the same words.
+
+    The first of each stage and error class per 10 s is logged in full, the rest are
+    summed up in one line per window (with the command that shows them, when the
+    dead-letter topic is known); ``flush()`` at shutdown writes the last window's.
+    """
+
+    def __init__(self, logger: logging.Logger, dead_letter_topic: str | None = None) -> None:
+        hint = f" (stream-infer consume --topic {dead_letter_topic})" if dead_letter_topic else ""
+        super().__init__(
+            logger,
+            lambda total, secs, counts: (
+                f"dead-lettered {total} events in the last {secs:.0f}s: "
+                + ", ".join(f"{kind} {n}" for kind, n in counts.items())
+                + hint
+            ),
+        )
+
+    def dead_lettered(self, origin: str, stage: Stage, exc: BaseException) -> None:
+        """One event of ``origin`` (``topic[partition]@offset``) sent to the dead letters."""
+        kind = f"{stage}/{error_class(exc)}"
+        self.log(kind, "dead-lettering %s (%s): %s", origin, kind, exc)

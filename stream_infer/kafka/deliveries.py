@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from stream_infer.errors import ProduceError, Stage, kafka_error_text
 from stream_infer.inference.envelope import (
+    DeadLetterLog,
     Headers,
     SourceRecord,
     dead_letter_headers,
@@ -48,7 +49,7 @@ from stream_infer.kafka.producer import (
     verdict,
 )
 from stream_infer.kafka.security import AUTHORIZATION, denied
-from stream_infer.logging import SampledLog, get_logger
+from stream_infer.logging import get_logger
 
 __all__ = ["Deliveries"]
 
@@ -112,16 +113,8 @@ class Deliveries:
         # Dead letters decided, by stage (the metrics read it); a batch once fully acknowledged.
         self.stage_counts: dict[str, int] = {} if stage_counts is None else stage_counts
         self._on_batch_done = on_batch_done
-        # One full warning per (stage, error class) per 10 s, the rest summed up in one line;
-        # the worker calls dead_letter_log.flush() at shutdown for the last window.
-        self.dead_letter_log = SampledLog(
-            log,
-            lambda total, secs, counts: (
-                f"dead-lettered {total} events in the last {secs:.0f}s: "
-                + ", ".join(f"{kind} {n}" for kind, n in counts.items())
-                + f" (stream-infer consume --topic {dead_letter_topic})"
-            ),
-        )
+        # The worker calls dead_letter_log.flush() at shutdown for the last window.
+        self.dead_letter_log = DeadLetterLog(log, dead_letter_topic)
 
     # -- producing (any thread) ---------------------------------------------------
 
@@ -219,8 +212,7 @@ class Deliveries:
             rec, stage, error_class(exc), str(exc),
             group=self._group, model_version=self.model_version, worker=self._worker,
         )  # fmt: skip
-        kind = f"{stage}/{error_class(exc)}"
-        self.dead_letter_log.log(kind, "dead-lettering %s (%s): %s", batch.where(i), kind, exc)
+        self.dead_letter_log.dead_lettered(batch.where(i), stage, exc)
         batch.dead_letter_headers[i] = headers  # delivery reports do not carry headers
         self._send((batch, i, DEAD_LETTER, self._dlq, rec.value(), rec.key(), headers))
 

@@ -24,10 +24,16 @@ from stream_infer.config import Settings, load_settings
 from stream_infer.errors import Stage
 from stream_infer.inference.batch import infer_batch
 from stream_infer.inference.codec import Decoder
-from stream_infer.inference.envelope import Encoder, Headers, dead_letter_headers, error_class
+from stream_infer.inference.envelope import (
+    DeadLetterLog,
+    Encoder,
+    Headers,
+    dead_letter_headers,
+    error_class,
+)
 from stream_infer.inference.model import Model, load_model
 from stream_infer.inference.variants import version_of
-from stream_infer.logging import SampledLog, get_logger, where
+from stream_infer.logging import get_logger, where
 
 __all__ = ["DeadLetter", "FaustRecord", "Pipeline", "Prediction", "Result"]
 
@@ -143,13 +149,7 @@ class Pipeline:
         self._on_call = on_call
         self._on_result = on_result
         self._on_predicted = on_predicted
-        self.dead_letter_log = SampledLog(
-            log,
-            lambda total, secs, counts: (
-                f"dead-lettered {total} events in the last {secs:.0f}s: "
-                + ", ".join(f"{kind} {n}" for kind, n in counts.items())
-            ),
-        )
+        self.dead_letter_log = DeadLetterLog(log)
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, **kwargs: Any) -> Pipeline:
@@ -205,9 +205,8 @@ class Pipeline:
             group=s.kafka.group_id, model_version=self.version,
             worker=s.processing.worker_id,
         )  # fmt: skip
-        kind = f"{stage}/{error_class(exc)}"
         origin = where(record.topic(), record.partition(), record.offset())
-        self.dead_letter_log.log(kind, "dead-lettering %s (%s): %s", origin, kind, exc)
+        self.dead_letter_log.dead_lettered(origin, stage, exc)
         return DeadLetter(record.key(), record.value(), headers, stage, str(exc))
 
     def close(self) -> None:
