@@ -20,42 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from records import Record  # benchmarks/records.py, beside this script
 
 from stream_infer.config import ModelSettings
 from stream_infer.inference.batch import infer_batch
 from stream_infer.inference.codec import Decoder
 from stream_infer.inference.envelope import Encoder, Origins
 from stream_infer.inference.model import load_model
-
-
-class _Record:
-    """Just enough of a consumed record for the encoder (topic, partition, offset, time, key)."""
-
-    __slots__ = ("_offset", "_value")
-
-    def __init__(self, offset: int, value: bytes) -> None:
-        self._offset, self._value = offset, value
-
-    def topic(self) -> str:
-        return "events"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_764_000_000_000)
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> None:
-        return None
 
 
 def _events(model_path: Path, n: int) -> list[bytes]:
@@ -80,7 +51,7 @@ def run(model_path: Path, device: str, batch: int, n: int, graphs: bool) -> dict
     started = clock()
     for start in range(0, n, batch):
         chunk = values[start : start + batch]
-        records = [_Record(start + i, v) for i, v in enumerate(chunk)]
+        records = [Record(start + i, v) for i, v in enumerate(chunk)]
         t0 = clock()
         decoded = decoder.decode(chunk)
         t1 = clock()

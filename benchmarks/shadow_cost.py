@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from records import Record  # benchmarks/records.py, beside this script
 
 from stream_infer.config import ModelSettings
 from stream_infer.inference.agreement import AgreementMonitor, compare_outputs
@@ -39,34 +40,6 @@ from stream_infer.inference.variants import Variant
 from stream_infer.tools.demo import demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class _Rec:
-    """A consumed record, enough for the encoder."""
-
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def topic(self) -> str:
-        return "events"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_764_000_000_000)
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return b"{}"
-
-    def headers(self) -> None:
-        return None
 
 
 def _work(variant: Variant, rows: Rows, records: list[Any], origins: Origins) -> list[Any]:
@@ -81,7 +54,7 @@ def run(
     mode: str, primary: Variant, shadow: Variant, rows: Rows, batches: int
 ) -> tuple[float, int]:
     """Median seconds per primary batch, and batches the shadow ran."""
-    records = [_Rec(i) for i in range(len(rows.index))]
+    records = [Record(i) for i in range(len(rows.index))]
     origins = Origins.of(records)
     agreement = AgreementMonitor(300)
     names = primary.model.signature.outputs

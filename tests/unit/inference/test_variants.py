@@ -20,6 +20,7 @@ from stream_infer.inference.variants import (
     version_of,
 )
 from tests import models
+from tests.records import Record
 
 
 def test_key_bucket_is_blake2b_64_big_endian_modulo_10000() -> None:
@@ -96,29 +97,7 @@ def test_canary_and_shadow_outputs_say_which_variant_answered(tmp_path: Path) ->
     rows = Rows([0], [3], {"x": np.ones((1, 4), dtype=np.float32)})
     outputs = model.predict(rows.feeds)
 
-    class Rec:
-        def topic(self) -> str:
-            return "events"
-
-        def partition(self) -> int:
-            return 0
-
-        def offset(self) -> int:
-            return 9
-
-        def timestamp(self) -> tuple[int, int]:
-            return (1, 5)
-
-        def key(self) -> bytes:
-            return b"k"
-
-        def value(self) -> bytes:
-            return b"{}"
-
-        def headers(self) -> None:
-            return None
-
-    records = [Rec()]
+    records = [Record(offset_=9, value_=b"{}", timestamp_=5)]
     for role, extra in (("primary", {}), ("canary", {"variant": "canary"})):
         v = Variant.of(role, model, "m%d", "2%s")  # type: ignore[arg-type]
         doc = orjson.loads(v.encoder.encode(records, rows, outputs, Origins.of(records))[0])
