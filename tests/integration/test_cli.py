@@ -18,6 +18,7 @@ import yaml
 from stream_infer.tools.devbroker import classpath
 from stream_infer.tools.loadgen import demo_value_events, with_poison
 from stream_infer.tools.topics import TopicDecl, apply_topics
+from tests.cli import run_cli
 from tests.conftest import free_port
 from tests.integration.conftest import ROOT, read, running, send, unique
 
@@ -29,15 +30,7 @@ def _cli(
     stdin: bytes | None = None,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream_infer", *args],
-        input=stdin.decode() if stdin else None,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    return run_cli(*args, env={**os.environ, **(env or {})}, cwd=cwd, stdin=stdin, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,8 +28,9 @@ from confluent_kafka import Producer
 from jsonschema import Draft202012Validator
 from onnx import numpy_helper
 
+from tests.cli import run_cli
 from tests.conftest import free_port
-from tests.integration.conftest import ROOT, read, running, send, wait_for, worker_process
+from tests.integration.conftest import read, running, send, wait_for, worker_process
 from tests.integration.prom import prometheus, rules_for_tests
 from tests.integration.test_operate import Samples, process_config, scrape, status
 
@@ -45,14 +45,7 @@ QUIET, ACT = 0.1, 0.25  # the README's reading of PSI: stable below 0.1, act abo
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream_infer", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args)
 
 
 class NormalStream(threading.Thread):

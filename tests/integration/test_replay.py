@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from stream_infer.config import Settings
 from stream_infer.ops.lag import group_lag
+from tests.cli import run_cli
 from tests.integration.conftest import (
     ROOT,
     events,
@@ -35,13 +36,7 @@ T0 = 1_764_000_000_000
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream_infer", "dlq", "replay", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    return run_cli("dlq", "replay", "--config", str(config), *args)
 
 
 def _replay(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

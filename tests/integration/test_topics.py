@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from stream_infer.tools.topics import TopicDecl, apply_topics
+from tests.cli import run_cli
 from tests.integration.conftest import ROOT, unique
 
 
 def _cli(*args: str, env_bootstrap: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream_infer", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**__import__("os").environ, "STREAM_INFER_KAFKA__BOOTSTRAP_SERVERS": env_bootstrap},
+    return run_cli(
+        *args, env={**os.environ, "STREAM_INFER_KAFKA__BOOTSTRAP_SERVERS": env_bootstrap}
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -13,6 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from stream_infer.inference.baseline_file import load_baseline
+from tests.cli import run_cli
 from tests.models import loaded
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,15 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAM_INFER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "stream_infer", *args],
-        input=stdin.decode() if stdin is not None else None,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**env, "PYTHONPATH": str(ROOT)},
-    )
+    return run_cli(*args, env={**env, "PYTHONPATH": str(ROOT)}, stdin=stdin)
 
 
 def _errors(result: subprocess.CompletedProcess[str]) -> list[str]:

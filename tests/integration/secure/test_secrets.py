@@ -25,6 +25,7 @@ import yaml
 from stream_infer.cli import app
 from stream_infer.config import Settings
 from stream_infer.tools.securebroker import USER, SecureBroker
+from tests.cli import run_cli
 from tests.conftest import free_port
 from tests.integration.conftest import ROOT, events, read, send, wait_for_log, write_config
 from tests.integration.secure.conftest import SecureSettings, committed
@@ -44,10 +45,7 @@ def _env(secure_broker: SecureBroker, password: str) -> dict[str, str]:
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream_infer", *args],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
-    )  # fmt: skip
+    return run_cli(*args, env=env)
 
 
 def _commands(group: Any, prefix: list[str]) -> list[list[str]]:
