@@ -48,7 +48,7 @@ def soak(
     contender = CONTENDERS["stream-infer"]
     try:
         topic = harness.topic("soak-in")
-        target = harness._target(contender, topic, 0, "soak")
+        target = harness.target(contender, topic, 0, "soak")
         reader = OutputReader(bootstrap, target.output, PARTITIONS, contender.event_time)
         proc = ContenderProcess(contender.argv(target), target.work / "log.txt")
         samples: list[tuple[float, int]] = []

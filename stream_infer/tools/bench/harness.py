@@ -118,7 +118,8 @@ class Harness:
         """Let go of the admin client before its broker stops (it would log every reconnect)."""
         self.admin = None
 
-    def _target(self, c: Contender, input_topic: str, events: int, tag: str) -> Target:
+    def target(self, c: Contender, input_topic: str, events: int, tag: str) -> Target:
+        """Output and dead-letter topics, a group and a work folder for one run of ``c``."""
         self._seq += 1
         key = f"{c.name}-{tag}-{self._seq}"
         work = self.work / key
@@ -173,7 +174,7 @@ class Harness:
         """
         n = events_for(c, events)
         result = RunResult(c.name, round_no, n)
-        target = self._target(c, input_topic, n, f"r{round_no}")
+        target = self.target(c, input_topic, n, f"r{round_no}")
         argv = c.argv(target)
         began = time.monotonic()
         proc: ContenderProcess | None = None
@@ -276,7 +277,7 @@ class Harness:
         a contender that is slow to reach a new rate shows it there.
         """
         input_topic = self.topic(f"{c.name}-lat-in")
-        target = self._target(c, input_topic, 0, "lat")
+        target = self.target(c, input_topic, 0, "lat")
         reader = OutputReader(self.bootstrap, target.output, PARTITIONS, c.event_time)
         proc: ContenderProcess | None = None
         steps = [LatencyStep(c.name, load, load * max_rate) for load in loads]
