@@ -24,10 +24,11 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from stream_infer.config import Settings
 from stream_infer.errors import CommitError
-from stream_infer.kafka.consumer import InputConsumer
+from stream_infer.kafka.consumer import InputConsumer, topic_acl_problem
 from stream_infer.kafka.deliveries import Deliveries
 from stream_infer.kafka.offsets import Batch, OffsetTracker, TopicPartition
 from stream_infer.kafka.producer import OutputProducer
+from stream_infer.kafka.transactions import TransactionCommitter
 from stream_infer.logging import get_logger
 
 __all__ = ["Committer", "OffsetCommitter", "make_committer", "transient_commit_error"]
@@ -177,9 +178,6 @@ def make_committer(
     stopping: Callable[[], bool],
 ) -> Committer:
     """The committer of the configured guarantee (exactly once: its id registered already)."""
-    from stream_infer.kafka.consumer import topic_acl_problem
-    from stream_infer.kafka.transactions import TransactionCommitter
-
     p = settings.processing
     if not p.exactly_once:
         return OffsetCommitter(consumer, tracker, p.commit_every_s)
