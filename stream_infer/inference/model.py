@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from stream_infer.inference.runners import (
 )
 from stream_infer.logging import get_logger
 
-__all__ = ["InputSpec", "Model", "Signature", "load_model", "read_signature"]
+__all__ = ["InputSpec", "Model", "Signature", "lanes_for", "load_model", "read_signature"]
 
 log = get_logger("model")
 
@@ -171,8 +172,10 @@ class Model:
         batchable: bool,
         path: Path,
         runner: Runner | None = None,
+        lanes: int = 1,
     ) -> None:
         self._session = session
+        self.lanes = lanes  # batches it may run at once (model.concurrent_batches)
         self._run = runner or plain_runner(session)
         self.buckets: tuple[int, ...] = getattr(runner, "buckets", ())
         self.signature = signature
@@ -250,11 +253,44 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:500] if text else type(exc).__name__
 
 
-def _session_options(ort: Any, settings: ModelSettings) -> Any:
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _binding(settings: ModelSettings, provider: str) -> bool:
+    gpu = provider in (CUDA, TRT)
+    return settings.io_binding == "on" or (settings.io_binding == "auto" and gpu)
+
+
+def lanes_for(settings: ModelSettings, provider: str) -> int:
+    """How many batches may be in the model at once (``model.concurrent_batches``).
+
+    IO binding keeps one set of buffers per bucket, so its calls cannot overlap;
+    on a GPU the device, not the host's cores, is what one call waits for.
+    """
+    wanted = settings.concurrent_batches
+    if wanted == "auto":
+        return 1 if provider != CPU or _binding(settings, provider) else min(2, _cores())
+    if wanted > 1 and _binding(settings, provider):
+        raise ModelError(
+            f"model.concurrent_batches={wanted} cannot run with IO binding (its buffers are "
+            "per bucket, so calls cannot overlap): set model.io_binding: off, or "
+            "model.concurrent_batches: 1"
+        )
+    return int(wanted)
+
+
+def _session_options(ort: Any, settings: ModelSettings, lanes: int) -> Any:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if settings.intra_op_threads:
         opts.intra_op_num_threads = settings.intra_op_threads
+    elif lanes > 1:
+        # Each lane its share of the cores: together they use what one call would.
+        opts.intra_op_num_threads = max(1, _cores() // lanes)
     if not settings.spin:
         # Idle pool threads sleep instead of spinning for the next call. Measured with
         # the worker on a 12-feature model (2 cores, broker beside it): 9.5 µs of CPU
@@ -287,8 +323,7 @@ def _runner(ort: Any, session: Any, settings: ModelSettings, provider: str, rows
         buckets: tuple[int, ...] = tuple(sorted(set(wanted)))
     else:
         buckets = buckets_up_to(rows) if (wanted == "auto" and gpu) else ()
-    binding = settings.io_binding == "on" or (settings.io_binding == "auto" and gpu)
-    if binding:
+    if _binding(settings, provider):
         device = "cuda" if gpu else "cpu"
         return BoundRunner(ort, session, device, buckets or (rows,), settings.cuda_graphs and gpu)
     if buckets:
@@ -296,12 +331,17 @@ def _runner(ort: Any, session: Any, settings: ModelSettings, provider: str, rows
     return plain_runner(session)
 
 
-def _open(ort: Any, path: Path, settings: ModelSettings, provider: str) -> tuple[Any, str]:
+def _open(
+    ort: Any, path: Path, settings: ModelSettings, provider: str, concurrent: bool = False
+) -> tuple[Any, str]:
+    # A GPU session keeps onnxruntime's threads (load_model checks its lanes once it runs).
+    lanes = lanes_for(settings, provider) if concurrent and provider == CPU else 1
+    opts = _session_options(ort, settings, lanes)
     with _quiet_ort(ort) as noise:
         try:
             session = ort.InferenceSession(
                 str(path),
-                _session_options(ort, settings),
+                opts,
                 providers=_provider_options(provider, settings.cuda_graphs),
             )
         except Exception as exc:
@@ -314,12 +354,14 @@ def _open(ort: Any, path: Path, settings: ModelSettings, provider: str) -> tuple
     return session, session.get_providers()[0]
 
 
-def load_model(settings: ModelSettings, warmup_rows: int = 512) -> Model:
+def load_model(settings: ModelSettings, warmup_rows: int = 512, concurrent: bool = False) -> Model:
     """Open the model on the device ``model.device`` asks for.
 
     ``auto`` walks TensorRT, CUDA, CPU and keeps the first that the session
     really runs on; an explicit ``cuda`` or ``tensorrt`` that cannot be honoured
-    is an error, never a silent fall back to CPU.
+    is an error, never a silent fall back to CPU. ``concurrent``: for the native
+    worker, whose inference stage runs ``model.concurrent_batches`` calls at once
+    (every other user runs one call at a time, on all the cores).
     """
     import onnxruntime as ort
 
@@ -337,7 +379,7 @@ def load_model(settings: ModelSettings, warmup_rows: int = 512) -> Model:
             )
     session, actual = None, ""
     for provider in wanted:
-        session, actual = _open(ort, path, settings, provider)
+        session, actual = _open(ort, path, settings, provider, concurrent)
         if actual == provider:
             break
         log.info(
@@ -351,7 +393,8 @@ def load_model(settings: ModelSettings, warmup_rows: int = 512) -> Model:
         )
     signature, batchable = _signature(session)
     runner = _runner(ort, session, settings, actual, warmup_rows if batchable else 1)
-    model = Model(session, signature, actual, batchable, path, runner)
+    lanes = lanes_for(settings, actual) if concurrent else 1
+    model = Model(session, signature, actual, batchable, path, runner, lanes)
     log.info(
         "model %s v%s loaded from %s on %s; inputs: %s; outputs: %s%s",
         settings.name,
@@ -362,6 +405,8 @@ def load_model(settings: ModelSettings, warmup_rows: int = 512) -> Model:
         ", ".join(signature.outputs),
         "" if batchable else " (fixed batch of 1: rows run one at a time)",
     )
+    if model.lanes > 1:
+        log.info("up to %d batches run the model at once (model.concurrent_batches)", model.lanes)
     if settings.warmup:
         model.warm_up(warmup_rows)
     return model

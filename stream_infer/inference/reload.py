@@ -71,8 +71,10 @@ class Reloader:
         check: Callable[[Model], Any] | None = None,
         also: Sequence[str] = (),
         on_result: Callable[[str], None] = lambda result: None,
+        concurrent: bool = False,
     ) -> None:
         self._settings = settings
+        self._concurrent = concurrent  # see load_model
         self._warmup_rows = warmup_rows
         self._served = served
         self._switch = switch
@@ -115,7 +117,7 @@ class Reloader:
         old = self._served()
         started = time.monotonic()
         try:
-            model = load_model(self._settings, self._warmup_rows)
+            model = load_model(self._settings, self._warmup_rows, concurrent=self._concurrent)
         except Exception as exc:
             if self._states() != states:
                 return None  # still being written: its last change brings another attempt

@@ -113,9 +113,10 @@ class Telemetry:
     def inference_call(self, started: float | None) -> None:
         self.health.inference_started = started
 
-    def inference_result(self, rows: int, seconds: float) -> None:
+    def inference_result(self, rows: int, seconds: float, lanes: int = 1) -> None:
+        """One model call; with ``lanes`` calls at once, each keeps 1/lanes of the stage busy."""
         self.metrics.observe_inference(rows, seconds)
-        self.capacity.add(infer_busy_s=seconds)
+        self.capacity.add(infer_busy_s=seconds / lanes)
 
     def watch_drift(self, monitor: DriftMonitor | Callable[[], DriftMonitor | None]) -> None:
         """Export PSI per feature and output value, computed at scrape time (always fresh).

@@ -108,6 +108,7 @@ class ModelOps:
             check=self._drift_for if s.drift.baseline else None,
             also=[s.drift.baseline] if s.drift.baseline else [],
             on_result=self.metrics.reloaded,
+            concurrent=True,
         )
 
     def _drift_for(self, model: Model) -> DriftMonitor:
@@ -131,7 +132,7 @@ class ModelOps:
             {**s.model.model_dump(exclude={"shadow", "canary"}), "path": path}
         )
         try:
-            model = load_model(settings, s.batching.max_batch_size)
+            model = load_model(settings, s.batching.max_batch_size, concurrent=True)
         except Exception as exc:
             log.warning("%s disabled, the primary serves alone: %s", role, exc)
             return None

@@ -1,12 +1,21 @@
-"""The inference stage: a thread that runs decoded batches through the model, then produces.
+"""The inference stage: threads that run decoded batches through the model, then produce.
 
 It runs beside the consuming thread so that the next batch is fetched and
 decoded while this one is inferred (onnxruntime releases the GIL), and so the
 consuming thread keeps polling Kafka however slow the model is: a slow batch
 can never push the worker past ``max.poll.interval.ms``. The inference itself
 (bisection of failing rows included) is ``inference.batch``, shared with the
-Faust runtime; this room adds the thread, the health and metrics hooks, and
+Faust runtime; this room adds the threads, the health and metrics hooks, and
 producing the outcome.
+
+With ``lanes`` > 1 (``model.concurrent_batches``) that many batches are in the
+model at once, each call on its own share of the cores. One call spread over
+every core waits, operator by operator, for its slowest thread, and on a
+machine whose cores the broker client threads and the loop also use, some
+thread is always late. Independent calls do not wait for each other. Outputs
+still leave in the order the batches were consumed: each batch waits for its
+turn before it produces, so per-partition order and the exactly-once gate are
+as with one lane.
 """
 
 from __future__ import annotations
@@ -16,10 +25,10 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 
-from stream_infer.inference.batch import Predict, infer_batch
-from stream_infer.inference.canary import infer_with_canary
+from stream_infer.inference.batch import Outcome, Predict, infer_batch
+from stream_infer.inference.canary import CanaryCounts, infer_with_canary
 from stream_infer.inference.codec import Decoded
 from stream_infer.inference.envelope import Encoder
 from stream_infer.inference.model import Model
@@ -33,6 +42,15 @@ from stream_infer.runtimes.shadow import ShadowStage
 __all__ = ["InferenceStage"]
 
 log = get_logger("pipeline")
+
+
+class _Answer(NamedTuple):
+    """A batch through the model, waiting for its turn to produce."""
+
+    outcome: Outcome
+    primary: Variant
+    canary: Variant | None
+    counts: CanaryCounts | None
 
 
 class InferenceStage:
@@ -49,6 +67,7 @@ class InferenceStage:
         serving: Serving | None = None,
         shadow: ShadowStage | None = None,
         modelops: ModelOpsMetrics | None = None,
+        lanes: int = 1,
     ) -> None:
         # What answers: read once per batch, so a hot reload switches between two batches.
         self.serving = serving or Serving(Variant("primary", "", "", model, encoder))
@@ -64,22 +83,30 @@ class InferenceStage:
         # (it says False for a batch whose transaction was aborted meanwhile).
         self._gate = gate or (lambda batch: nullcontext(True))
         self._on_produced = on_produced
-        self._queue: queue.SimpleQueue[tuple[Batch, Decoded] | None] = queue.SimpleQueue()
-        self._submitted = 0  # written by the loop thread only
-        self._finished = 0  # written by this stage's thread only
+        self._queue: queue.SimpleQueue[tuple[int, Batch, Decoded] | None] = queue.SimpleQueue()
+        self._submitted = 0  # written by the loop thread only; also the batch's turn
+        self._finished = 0  # batches done (under _cond): the next turn is _finished + 1
         self._cond = threading.Condition()
         self._discard = False
         self.failure: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._loop, name="stream-infer-inference", daemon=True
-        )
+        self.lanes = max(1, lanes)
+        self._calls: dict[int, float] = {}  # model calls running: thread -> monotonic start
+        self._threads = [
+            threading.Thread(
+                target=self._loop,
+                name="stream-infer-inference" + (f"-{i}" if self.lanes > 1 else ""),
+                daemon=True,
+            )
+            for i in range(self.lanes)
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, batch: Batch, decoded: Decoded) -> None:
         self._submitted += 1  # the loop thread's count: no lock on the hot path
-        self._queue.put((batch, decoded))
+        self._queue.put((self._submitted, batch, decoded))
 
     @property
     def outstanding(self) -> int:
@@ -98,38 +125,46 @@ class InferenceStage:
         self._discard = True
 
     def stop(self, timeout: float) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            batch, decoded = item
+            turn, batch, decoded = item
+            answer: _Answer | None = None
             try:
                 if not self._discard and self.failure is None:
-                    self._process(batch, decoded)
+                    answer = self._infer(batch, decoded)
             except BaseException as exc:  # the worker loop re-raises it on its own thread
-                log.error("inference stage failed: %s", exc)
-                self.failure = exc
+                self._fail(exc)
+            with self._cond:  # outputs leave in consumption order
+                while self._finished + 1 != turn:
+                    self._cond.wait()
+            try:
+                if answer is not None and self.failure is None:
+                    self._deliver(batch, answer)
+            except BaseException as exc:
+                self._fail(exc)
             finally:
                 with self._cond:
-                    self._finished += 1  # this thread's count
+                    self._finished += 1  # this batch's turn is over
                     self._cond.notify_all()
 
-    def _process(self, batch: Batch, decoded: Decoded) -> None:
-        """Infer and encode first, then produce the whole batch's outputs in one go.
+    def _fail(self, exc: BaseException) -> None:
+        log.error("inference stage failed: %s", exc)
+        self.failure = exc
 
-        Producing happens under the gate and all at once, so that a transaction
-        holds either every output of a batch or none of it; the model's time is
-        spent outside it.
-        """
+    def _infer(self, batch: Batch, decoded: Decoded) -> _Answer:
+        """The model's part, run by as many lanes at once as there are."""
         serving = self.serving
         primary, canary = serving.primary, serving.canary  # the whole batch uses these
-        shadow = self._shadow
-        keep = self._on_predicted is not None or shadow is not None
-        by_canary = 0
+        keep = self._on_predicted is not None or self._shadow is not None
         if canary is None or serving.router is None:
             outcome = infer_batch(
                 primary.model,
@@ -140,11 +175,23 @@ class InferenceStage:
                 keep_predicted=keep,
                 origins=batch.origins,
             )
-        else:
-            outcome, counts = infer_with_canary(
-                primary, canary, serving.router, decoded, batch.origins, batch.records,
-                self._timed(primary), self._timed(canary), keep_predicted=keep,
-            )  # fmt: skip
+            return _Answer(outcome, primary, None, None)
+        outcome, counts = infer_with_canary(
+            primary, canary, serving.router, decoded, batch.origins, batch.records,
+            self._timed(primary), self._timed(canary), keep_predicted=keep,
+        )  # fmt: skip
+        return _Answer(outcome, primary, canary, counts)
+
+    def _deliver(self, batch: Batch, answer: _Answer) -> None:
+        """Produce the whole batch's outputs in one go, in its turn.
+
+        Producing happens under the gate and all at once, so that a transaction
+        holds either every output of a batch or none of it; the model's time is
+        spent outside it.
+        """
+        outcome, primary, canary, counts = answer
+        by_canary = 0
+        if canary is not None and counts is not None:
             by_canary = counts.answered
             if self._modelops is not None:
                 self._modelops.answered("canary", canary.version, counts.answered, counts.fell_back)
@@ -172,6 +219,7 @@ class InferenceStage:
                 deliveries.dead_letter(batch, i, "inference", exc)
             batch.produced_at = time.monotonic()
             self._on_produced(batch)
+        shadow = self._shadow
         if shadow is not None:  # after the batch's own outputs: the shadow never delays them
             done = outcome.predicted
             parts = [(rows, out) for rows, (_, out) in zip(outcome.parts, done, strict=True)]
@@ -182,13 +230,20 @@ class InferenceStage:
         predict, on_call, on_result = variant.model.predict, self._on_call, self._on_result
         modelops, role, version = self._modelops, variant.role, variant.version
 
+        calls, lock = self._calls, self._cond
+
         def timed(feeds: dict[str, Any], rows: int) -> list[Any]:
             started = time.monotonic()
-            on_call(started)
+            me = threading.get_ident()
+            with lock:  # health watches the oldest call still running
+                calls[me] = started
+                on_call(min(calls.values()))
             try:
                 return predict(feeds)
             finally:
-                on_call(None)
+                with lock:
+                    del calls[me]
+                    on_call(min(calls.values()) if calls else None)
                 seconds = time.monotonic() - started
                 on_result(rows, seconds)
                 if modelops is not None:

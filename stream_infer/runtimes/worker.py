@@ -93,7 +93,7 @@ class Worker:
     def _start(self) -> None:
         s, tel = self.settings, self.telemetry
         if self.model is None:
-            self.model = load_model(s.model, s.batching.max_batch_size)
+            self.model = load_model(s.model, s.batching.max_batch_size, concurrent=True)
         model = self.model
         tel.model_loaded(lambda: model.provider)
         shadow_topic = [s.model.shadow.topic] if s.model.shadow else []
@@ -125,7 +125,7 @@ class Worker:
             transactional=eos,
         )
         self._consumer = InputConsumer(
-            s.kafka.consumer_config(client_id, p.static_id),
+            s.kafka.consumer_config(client_id, p.static_id, s.batching.max_wait_ms),
             self._assigned,
             self._revoked,
             self._lost,
@@ -146,6 +146,7 @@ class Worker:
             serving=ops.serving,
             shadow=ops.shadow,
             modelops=ops.metrics,
+            lanes=model.lanes,
         )
         self._stage.start()
         ops.start()
@@ -176,7 +177,7 @@ class Worker:
 
     def _inference_result(self, rows: int, seconds: float) -> None:
         """A model call ended (inference thread): metrics, capacity, the adaptive batch size."""
-        self.telemetry.inference_result(rows, seconds)
+        self.telemetry.inference_result(rows, seconds, self._stage.lanes)
         self._sizer.observe(rows, seconds)
 
     def _instrument(self) -> None:

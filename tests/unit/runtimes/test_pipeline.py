@@ -1,0 +1,163 @@
+"""Several batches in the model at once (``model.concurrent_batches``), outputs still in order.
+
+The model is real (onnxruntime); the deliveries are a recorder of what the stage hands
+on, since what is checked here is the order and the overlap, not Kafka's behaviour.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream_infer.config import ModelSettings
+from stream_infer.errors import ModelError
+from stream_infer.inference.codec import Decoder
+from stream_infer.inference.envelope import Encoder
+from stream_infer.inference.model import CPU, Model, lanes_for, load_model
+from stream_infer.kafka.offsets import Batch
+from stream_infer.runtimes.pipeline import InferenceStage
+from tests.records import Record
+
+_WAIT_S = 10.0  # far above what a call takes: reaching it means the calls did not overlap
+
+
+class Recorder:
+    """Stands where ``Deliveries`` does: notes which batch produced which rows, in order."""
+
+    def __init__(self) -> None:
+        self.model_version = ""
+        self.produced: list[tuple[int, list[int]]] = []
+
+    def predictions_for(self, batch: Batch, index: Any, payloads: list[bytes]) -> None:
+        rows = [orjson.loads(p)["id"] for p in payloads]
+        self.produced.append((batch.seq, rows))
+
+    def dead_letter(self, batch: Batch, i: int, stage: str, exc: BaseException) -> None:
+        raise AssertionError(f"unexpected dead letter: {stage}: {exc}")
+
+
+def _model(path: Path, lanes: int) -> Model:
+    settings = ModelSettings(path=str(path), warmup=False, concurrent_batches=lanes)
+    return load_model(settings, concurrent=True)
+
+
+def _batch(seq: int, first_id: int, value: float, rows: int = 3) -> Batch:
+    records = [
+        Record(
+            offset_=first_id + i, value_=orjson.dumps({"id": first_id + i, "features": [value] * 4})
+        )
+        for i in range(rows)
+    ]
+    return Batch(seq, records)
+
+
+def _stage(model: Model, recorder: Recorder, lanes: int) -> InferenceStage:
+    encoder = Encoder("m", "1", model.signature.outputs)
+    return InferenceStage(model, encoder, recorder, lanes=lanes)  # type: ignore[arg-type]
+
+
+def test_a_later_batch_can_finish_the_model_first_but_produces_second(linear_model: Path) -> None:
+    model = _model(linear_model, 2)
+    assert model.lanes == 2
+    real, second_done, order = model.predict, threading.Event(), []
+
+    def predict(feeds: dict[str, Any]) -> list[Any]:
+        first = float(feeds["x"][0, 0]) == 1.0
+        if first:  # batch 1 stays in the model until batch 2 has been through it
+            assert second_done.wait(_WAIT_S), "batch 2 never ran beside batch 1"
+        out = real(feeds)
+        order.append(1 if first else 2)
+        if not first:
+            second_done.set()
+        return out
+
+    model.predict = predict  # type: ignore[method-assign]
+    recorder = Recorder()
+    stage = _stage(model, recorder, 2)
+    stage.start()
+    decoder = Decoder(model.signature)
+    for batch in (_batch(1, 0, 1.0), _batch(2, 10, 2.0)):
+        stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
+    assert stage.wait_idle(_WAIT_S * 2)
+    stage.stop(5)
+    assert stage.failure is None
+    assert order == [2, 1]  # the model finished batch 2 first...
+    assert recorder.produced == [(1, [0, 1, 2]), (2, [10, 11, 12])]  # ...its outputs left second
+
+
+def test_a_failed_batch_ends_its_turn_and_nothing_after_it_is_produced(
+    linear_model: Path,
+) -> None:
+    model = _model(linear_model, 2)
+    real = model.predict
+
+    def predict(feeds: dict[str, Any]) -> list[Any]:
+        if float(feeds["x"][0, 0]) == 1.0:
+            raise RuntimeError("device lost")  # not a row's fault: the stage must stop
+        return real(feeds)
+
+    model.predict = predict  # type: ignore[method-assign]
+    recorder = Recorder()
+    stage = _stage(model, recorder, 2)
+    stage.start()
+    decoder = Decoder(model.signature)
+    for batch in (_batch(1, 0, 1.0), _batch(2, 10, 2.0), _batch(3, 20, 3.0)):
+        stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
+    assert stage.wait_idle(_WAIT_S)  # every turn ended: nothing waits for the failed one
+    stage.stop(5)
+    assert isinstance(stage.failure, RuntimeError)
+    assert recorder.produced == []
+
+
+def test_one_lane_runs_batches_one_after_the_other(linear_model: Path) -> None:
+    model = _model(linear_model, 1)
+    real, running, overlapped = model.predict, [0], []
+
+    def predict(feeds: dict[str, Any]) -> list[Any]:
+        running[0] += 1
+        overlapped.append(running[0] > 1)
+        try:
+            return real(feeds)
+        finally:
+            running[0] -= 1
+
+    model.predict = predict  # type: ignore[method-assign]
+    recorder = Recorder()
+    stage = _stage(model, recorder, model.lanes)
+    stage.start()
+    decoder = Decoder(model.signature)
+    batches = [_batch(seq, seq * 10, float(seq)) for seq in range(1, 6)]
+    for batch in batches:
+        stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
+    assert stage.wait_idle(_WAIT_S)
+    stage.stop(5)
+    assert overlapped == [False] * 5
+    assert [seq for seq, _ in recorder.produced] == [1, 2, 3, 4, 5]
+
+
+def test_lanes_auto_uses_two_on_the_cpu_and_one_with_io_binding(linear_model: Path) -> None:
+    auto = ModelSettings(path=str(linear_model))
+    assert lanes_for(auto, CPU) in (1, 2)  # 1 only on a one-core machine
+    bound = ModelSettings(path=str(linear_model), io_binding="on")
+    assert lanes_for(bound, CPU) == 1
+    assert lanes_for(ModelSettings(path=str(linear_model), concurrent_batches=3), CPU) == 3
+    # Only the native worker's stage overlaps calls; every other user loads one lane.
+    assert load_model(ModelSettings(path=str(linear_model), warmup=False)).lanes == 1
+
+
+def test_explicit_lanes_with_io_binding_is_a_clear_error(linear_model: Path) -> None:
+    settings = ModelSettings(
+        path=str(linear_model), warmup=False, io_binding="on", concurrent_batches=2
+    )
+    with pytest.raises(ModelError, match="concurrent_batches=2 cannot run with IO binding"):
+        load_model(settings, concurrent=True)
+
+
+@pytest.mark.parametrize("value", [0, 65, "two"])
+def test_concurrent_batches_out_of_range_is_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="concurrent_batches"):
+        ModelSettings.model_validate({"concurrent_batches": value})
