@@ -23,6 +23,7 @@ __all__ = [
     "events_for",
     "parse_contenders",
     "rotated",
+    "worker_contender",
 ]
 
 
@@ -51,22 +52,29 @@ class Contender:
     min_events: int = 0
 
 
-def _worker(
+def worker_contender(
     name: str,
     description: str,
     guarantee: str = "at_least_once",
     runtime: str = "native",
     scale: float = 1.0,
+    overrides: dict[str, dict[str, object]] | None = None,
 ) -> Contender:
-    """A stream-infer worker with default settings but for topics, group and a free metrics port."""
+    """A stream-infer worker with default settings but for topics, group and a free metrics port.
+
+    ``overrides``: settings by section (``{"model": {"concurrent_batches": 1}}``), for
+    scripts that measure one setting against the defaults (``benchmarks/tuning.py``).
+    """
 
     def argv(t: Target) -> list[str]:
-        config = {
+        config: dict[str, dict[str, object]] = {
             "kafka": {"bootstrap_servers": t.bootstrap, "group_id": t.group},
             "topics": {"inputs": [t.input], "output": t.output, "dead_letter": t.dead_letter},
             "model": {"path": str(t.model)},
             "metrics": {"port": 0},
         }
+        for section, values in (overrides or {}).items():
+            config.setdefault(section, {}).update(values)
         if guarantee != "at_least_once":
             config["processing"] = {"guarantee": guarantee}
         path = t.work / "config.yaml"
@@ -100,13 +108,13 @@ def _faust_agent(model: bool) -> Callable[[Target], list[str]]:
 
 
 _ALL = [
-    _worker("stream-infer", "`stream-infer run`, default settings (at least once)"),
-    _worker(
+    worker_contender("stream-infer", "`stream-infer run`, default settings (at least once)"),
+    worker_contender(
         "stream-infer-eos",
         "`stream-infer run` with `processing.guarantee: exactly_once`",
         guarantee="exactly_once",
     ),
-    _worker(
+    worker_contender(
         "stream-infer-faust",
         "`stream-infer run --runtime faust` (the same pipeline in a Faust agent), defaults",
         runtime="faust",
