@@ -39,12 +39,31 @@ def run(
             help="native: the confluent-kafka loop; faust: a Faust agent (faust-streaming)."
         ),
     ] = "native",
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes in this container, each its own group member "
+            "(metrics on port, port+1, ...; a set worker_id gets -0, -1, ...).",
+        ),
+    ] = 1,
 ) -> None:
     """Run one worker: consume, infer, produce predictions and dead letters, commit.
 
     Gives up with one line when Kafka does not answer within 60 s.
     """
     settings = settings_from(config)
+    if processes > 1:
+        from stream_infer.runtimes.processes import run_processes
+
+        stop_s = settings.processing.shutdown_timeout_s + 10  # the children's own limit first
+        code = parsed(
+            "--processes",
+            lambda n: run_processes(settings, n, config, runtime, stop_s),
+            processes,
+        )
+        raise typer.Exit(code)
     worker: Any
     if runtime == "faust":
         from stream_infer.runtimes.faust import FaustWorker

@@ -231,6 +231,17 @@ def write_config(settings: Settings, path: Path) -> Path:
     return path
 
 
+def process_config(settings: Settings, path: Path, port: int, worker_id: str | None) -> Path:
+    """A worker's own YAML: its metrics port, and a stable id when one is given."""
+    data = settings.model_dump(mode="json", by_alias=True)
+    data["processing"].pop("worker_id", None)
+    if worker_id is not None:
+        data["processing"]["worker_id"] = worker_id
+    data["metrics"]["port"] = port
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def topic_size(kafka: str, topic: str) -> int:
     """Records in ``topic`` (sum over partitions), from the watermarks alone."""
     client = Consumer({"bootstrap.servers": kafka, "group.id": unique("size")})
@@ -284,11 +295,11 @@ class Feeder(threading.Thread):
 
 @contextmanager
 def worker_process(
-    config: Path, log: Path, runtime: str = "native"
+    config: Path, log: Path, runtime: str = "native", *options: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``stream-infer run`` as its own process (for kill -9 and signals), logging to ``log``."""
     with open(log, "ab") as out:
-        command = [sys.executable, "-m", "stream_infer", "run", "--runtime", runtime]
+        command = [sys.executable, "-m", "stream_infer", "run", "--runtime", runtime, *options]
         proc = subprocess.Popen(
             [*command, "--config", str(config)],
             stdout=out,

@@ -10,17 +10,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_infer.config import Settings
 from stream_infer.ops.lag import group_lag
 from stream_infer.runtimes.worker import Worker
 from tests.conftest import free_port
 from tests.integration.conftest import (
     Feeder,
     events,
+    process_config,
     read,
     running,
     send,
@@ -58,17 +57,6 @@ def lag_by_partition(samples: Samples) -> dict[int, float]:
         for (name, labels), v in samples.items()
         if name == "stream_infer_consumer_lag"
     }
-
-
-def process_config(settings: Settings, path: Path, port: int, worker_id: str | None) -> Path:
-    """A worker's own YAML: its metrics port, and a stable id when one is given."""
-    data = settings.model_dump(mode="json", by_alias=True)
-    data["processing"].pop("worker_id", None)
-    if worker_id is not None:
-        data["processing"]["worker_id"] = worker_id
-    data["metrics"]["port"] = port
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_every_spec_metric_has_sensible_values_after_a_run(
