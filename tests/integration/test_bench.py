@@ -29,13 +29,13 @@ def _bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]
 def test_quick_bench_writes_sane_figures(kafka: str, tmp_path: Path) -> None:
     out = tmp_path / "results"
     ran = _bench(
-        "--quick", "--contenders", "stream-infer,bare,ort", "--events", "3000",
+        "--quick", "--contenders", "stream-infer,stream-infer-2p,bare,ort", "--events", "3000",
         "--bootstrap", kafka, "--out", str(out),
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr[-3000:]
     doc = json.loads((out / "results.json").read_text())
     per = doc["contenders"]
-    assert list(per) == ["stream-infer", "bare", "ort"]
+    assert list(per) == ["stream-infer", "stream-infer-2p", "bare", "ort"]
     for name, c in per.items():
         t = c["throughput"]
         assert t["n"] == 1 and t["mean"] > 0 and t["min"] <= t["mean"] <= t["max"], name
@@ -46,6 +46,10 @@ def test_quick_bench_writes_sane_figures(kafka: str, tmp_path: Path) -> None:
         assert c["peak_rss_mib"]["mean"] > 10, name  # a Python process with its libraries
         assert c["runs"][0]["error"] is None, name
     assert per["stream-infer"]["events"] == per["bare"]["events"] == 3000
+    # Two processes: the figures are the whole tree's, so at least one worker's memory each.
+    assert (
+        per["stream-infer-2p"]["peak_rss_mib"]["mean"] > per["stream-infer"]["peak_rss_mib"]["mean"]
+    )
     # The model alone is faster than any pipeline around it.
     assert per["ort"]["throughput"]["mean"] > per["stream-infer"]["throughput"]["mean"]
 
@@ -84,8 +88,8 @@ def test_bad_options_are_one_line(tmp_path: Path) -> None:
     assert ran.returncode == 2
     assert ran.stderr.strip() == (
         "stream-infer: usage error: --contenders: unknown contender nope (known: stream-infer, "
-        "stream-infer-eos, stream-infer-faust, bare, tutorial, hand-batched, faust-batched, "
-        "faust-echo, ort)"
+        "stream-infer-eos, stream-infer-2p, stream-infer-faust, bare, tutorial, hand-batched, "
+        "faust-batched, faust-echo, ort)"
     )
     ran = _bench("--model", str(tmp_path / "missing.onnx"), "--bootstrap", "127.0.0.1:1",
                  "--out", str(tmp_path / "out"), timeout=30)  # fmt: skip

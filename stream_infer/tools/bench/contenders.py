@@ -59,6 +59,7 @@ def worker_contender(
     runtime: str = "native",
     scale: float = 1.0,
     overrides: dict[str, dict[str, object]] | None = None,
+    processes: int = 1,
 ) -> Contender:
     """A stream-infer worker with default settings but for topics, group and a free metrics port.
 
@@ -80,6 +81,8 @@ def worker_contender(
         path = t.work / "config.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         cmd = [sys.executable, "-m", "stream_infer", "run", "--config", str(path)]
+        if processes > 1:
+            cmd += ["--processes", str(processes)]
         return cmd + (["--runtime", runtime] if runtime != "native" else [])
 
     return Contender(name, description, argv, scale=scale, min_events=2000 if scale < 1 else 0)
@@ -113,6 +116,11 @@ _ALL = [
         "stream-infer-eos",
         "`stream-infer run` with `processing.guarantee: exactly_once`",
         guarantee="exactly_once",
+    ),
+    worker_contender(
+        "stream-infer-2p",
+        "`stream-infer run --processes 2`: two workers (group members) in one container",
+        processes=2,
     ),
     worker_contender(
         "stream-infer-faust",

@@ -1,8 +1,10 @@
 """One contender process: started, watched (CPU, memory, liveness) and stopped.
 
-CPU is the process's own user + system seconds (psutil); the peak resident set is
-the kernel's high-water mark (``VmHWM`` in ``/proc/PID/status``), which sees peaks
-between samples, with the highest sampled RSS as the fallback where there is no /proc.
+CPU is the user + system seconds (psutil) of the process and its children (``run
+--processes N`` works in its children); the peak resident set is the kernel's
+high-water mark (``VmHWM`` in ``/proc/PID/status``) summed the same way, which sees
+peaks between samples, with the highest sampled RSS as the fallback where there is no
+/proc.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from stream_infer.errors import StreamInferError
 
@@ -41,24 +44,46 @@ class ContenderProcess:
     def pid(self) -> int:
         return self.popen.pid
 
+    def _tree(self) -> list[Any]:
+        """The process and its live descendants."""
+        import psutil
+
+        try:
+            return [self.proc, *self.proc.children(recursive=True)]
+        except psutil.Error:
+            return [self.proc]
+
     def cpu_seconds(self) -> float:
-        t = self.proc.cpu_times()
-        return float(t.user + t.system)
+        import psutil
+
+        total = 0.0
+        for proc in self._tree():
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
 
     def rss(self) -> int:
-        value = int(self.proc.memory_info().rss)
+        import psutil
+
+        value = 0
+        for proc in self._tree():
+            with contextlib.suppress(psutil.Error):
+                value += int(proc.memory_info().rss)
         self.max_rss = max(self.max_rss, value)
         return value
 
     def peak_rss(self) -> int:
         """The high-water mark of the resident set over the process's life (bytes)."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return self.max_rss
+        total = 0
+        for proc in self._tree():
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total or self.max_rss
 
     def check_alive(self) -> None:
         code = self.popen.poll()
