@@ -163,8 +163,9 @@ class KafkaSettings(_Section):
         With ``batch_wait_ms`` (the batcher's ``max_wait_ms``) the broker holds
         a fetch until 256 KiB are there or half that wait has passed, instead of
         answering each time a record arrives: the batcher waits for records
-        anyway, and fewer, fuller fetches cost the broker and this client less
-        CPU (measured in README, Performance).
+        anyway, and under load fewer, fuller fetches cost the broker and this
+        client less CPU (measured in README, Performance). The price is paid when
+        idle: an empty fetch every few milliseconds instead of every 500.
         """
         conf: dict[str, Any] = {
             **self.base(),
@@ -291,9 +292,10 @@ class ModelSettings(_Section):
     # onnxruntime's pool threads spin between calls by default; that costs the pipeline's
     # other threads their CPU. Spinning pays only for a model that runs back to back.
     spin: bool = Field(False, description="let onnxruntime's idle threads spin")
-    # Batches in the model at once (runtimes/pipeline.py), each call on cores / N intra-op
-    # threads unless intra_op_threads says otherwise. auto: 2 on the CPU with two or more
-    # cores; 1 on a GPU and with IO binding, whose buffers are per bucket, not per call.
+    # Batches in the model at once (runtimes/pipeline.py); unless intra_op_threads says
+    # otherwise the session's pool gets cores - N + 1 threads, which the N calls share.
+    # auto: 2 on the CPU with two or more cores; 1 on a GPU and with IO binding, whose
+    # buffers are per bucket, not per call.
     concurrent_batches: Literal["auto"] | int = Field("auto", description="model calls at once")
     warmup: bool = True
     # GPU path (inference/runners.py). "auto": on for CUDA and TensorRT, off on a CPU.

@@ -289,8 +289,9 @@ def _session_options(ort: Any, settings: ModelSettings, lanes: int) -> Any:
     if settings.intra_op_threads:
         opts.intra_op_num_threads = settings.intra_op_threads
     elif lanes > 1:
-        # Each lane its share of the cores: together they use what one call would.
-        opts.intra_op_num_threads = max(1, _cores() // lanes)
+        # The lanes' calls share the session's one pool, and each calling thread works
+        # too: cores - lanes pool threads plus the lanes fill the cores, no more.
+        opts.intra_op_num_threads = max(1, _cores() - lanes + 1)
     if not settings.spin:
         # Idle pool threads sleep instead of spinning for the next call. Measured with
         # the worker on a 12-feature model (2 cores, broker beside it): 9.5 µs of CPU

@@ -66,10 +66,10 @@ class Variant:
 class Serving:
     """The variants the inference thread answers with.
 
-    The thread reads ``primary`` (and ``canary``) once at the start of a batch
-    and uses what it read for the whole batch; a hot reload replaces
-    ``primary`` with one assignment, so the switch falls between two batches,
-    never inside one.
+    The inference stage reads ``primary`` (and ``canary``) once per batch, as
+    the batch is submitted, and uses what it read for the whole batch; a hot
+    reload replaces ``primary`` with one assignment, so the switch falls
+    between two batches, in consumption order, never inside one.
     """
 
     def __init__(

@@ -9,10 +9,10 @@ Faust runtime; this room adds the threads, the health and metrics hooks, and
 producing the outcome.
 
 With ``lanes`` > 1 (``model.concurrent_batches``) that many batches are in the
-model at once, each call on its own share of the cores. One call spread over
-every core waits, operator by operator, for its slowest thread, and on a
-machine whose cores the broker client threads and the loop also use, some
-thread is always late. Independent calls do not wait for each other. Outputs
+model at once, sharing the session's thread pool (sized in ``inference.model``).
+One call spread over every core waits, operator by operator, for its slowest
+thread, and on a machine whose cores the broker client threads and the loop
+also use, some thread is always late. Independent calls do not wait for each other. Outputs
 still leave in the order the batches were consumed: each batch waits for its
 turn before it produces, so per-partition order and the exactly-once gate are
 as with one lane.
@@ -42,6 +42,15 @@ from stream_infer.runtimes.shadow import ShadowStage
 __all__ = ["InferenceStage"]
 
 log = get_logger("pipeline")
+
+
+class _Item(NamedTuple):
+    """A submitted batch: its turn, its records, their decoded rows, the variants to use."""
+
+    turn: int
+    batch: Batch
+    decoded: Decoded
+    serving: Serving
 
 
 class _Answer(NamedTuple):
@@ -83,11 +92,12 @@ class InferenceStage:
         # (it says False for a batch whose transaction was aborted meanwhile).
         self._gate = gate or (lambda batch: nullcontext(True))
         self._on_produced = on_produced
-        self._queue: queue.SimpleQueue[tuple[int, Batch, Decoded] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._submitted = 0  # written by the loop thread only; also the batch's turn
         self._finished = 0  # batches done (under _cond): the next turn is _finished + 1
         self._cond = threading.Condition()
         self._discard = False
+        self._skipping = False  # a batch was skipped in its turn: so is every later one
         self.failure: BaseException | None = None
         self.lanes = max(1, lanes)
         self._calls: dict[int, float] = {}  # model calls running: thread -> monotonic start
@@ -106,12 +116,21 @@ class InferenceStage:
 
     def submit(self, batch: Batch, decoded: Decoded) -> None:
         self._submitted += 1  # the loop thread's count: no lock on the hot path
-        self._queue.put((self._submitted, batch, decoded))
+        # The variant is chosen here, in consumption order, so that a hot reload switches
+        # between two batches in that order whichever lane finishes first.
+        live = self.serving  # replaced in place by a reload: what it holds now, for this batch
+        now = Serving(live.primary, live.canary, live.router)
+        self._queue.put(_Item(self._submitted, batch, decoded, now))
 
     @property
     def outstanding(self) -> int:
-        """Batches submitted and not yet through the model (queued or running)."""
+        """Batches submitted and not yet produced (waiting, in the model, or for their turn)."""
         return self._submitted - self._finished
+
+    @property
+    def waiting(self) -> int:
+        """Batches beyond what the lanes can run at once: decoded and waiting for a lane."""
+        return max(0, self.outstanding - self.lanes)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every submitted batch has been produced (not yet acknowledged)."""
@@ -136,18 +155,22 @@ class InferenceStage:
             item = self._queue.get()
             if item is None:
                 return
-            turn, batch, decoded = item
+            turn, batch = item.turn, item.batch
             answer: _Answer | None = None
             try:
                 if not self._discard and self.failure is None:
-                    answer = self._infer(batch, decoded)
+                    answer = self._infer(batch, item.decoded, item.serving)
             except BaseException as exc:  # the worker loop re-raises it on its own thread
                 self._fail(exc)
             with self._cond:  # outputs leave in consumption order
                 while self._finished + 1 != turn:
                     self._cond.wait()
+                # Skipped (shutdown) or failed: so is everything after it, even a batch a
+                # faster lane already inferred, or outputs would pass over a gap.
+                self._skipping = self._skipping or answer is None
+                deliver = not self._skipping and self.failure is None
             try:
-                if answer is not None and self.failure is None:
+                if deliver and answer is not None:
                     self._deliver(batch, answer)
             except BaseException as exc:
                 self._fail(exc)
@@ -158,11 +181,11 @@ class InferenceStage:
 
     def _fail(self, exc: BaseException) -> None:
         log.error("inference stage failed: %s", exc)
-        self.failure = exc
+        if self.failure is None:  # the first one is the cause; later ones follow from it
+            self.failure = exc
 
-    def _infer(self, batch: Batch, decoded: Decoded) -> _Answer:
+    def _infer(self, batch: Batch, decoded: Decoded, serving: Serving) -> _Answer:
         """The model's part, run by as many lanes at once as there are."""
-        serving = self.serving
         primary, canary = serving.primary, serving.canary  # the whole batch uses these
         keep = self._on_predicted is not None or self._shadow is not None
         if canary is None or serving.router is None:

@@ -41,7 +41,8 @@ def child_env(settings: Settings, index: int, base: Mapping[str, str]) -> dict[s
     (``group.instance.id``); N processes sharing it would fence each other, so
     each gets ``<id>-<index>``, stable across restarts like the id itself.
     Without one, each child's default id has its own pid. ``metrics.port`` P
-    becomes P + index (0 stays 0: any free port, logged by each child).
+    becomes P + index (0 stays 0: any free port, logged by each child), and so
+    does a Faust web port; a Faust data folder gets a subfolder per child.
     """
     env = dict(base)
     port = settings.metrics.port
@@ -49,6 +50,11 @@ def child_env(settings: Settings, index: int, base: Mapping[str, str]) -> dict[s
     static = settings.processing.static_id
     if static is not None:
         env[f"{ENV_PREFIX}PROCESSING__WORKER_ID"] = f"{static}-{index}"
+    faust = settings.faust  # --runtime faust: its own folder and web port too
+    if faust.data_dir:
+        env[f"{ENV_PREFIX}FAUST__DATA_DIR"] = str(Path(faust.data_dir) / str(index))
+    if faust.web_port is not None:
+        env[f"{ENV_PREFIX}FAUST__WEB_PORT"] = str(faust.web_port + index)
     return env
 
 
@@ -57,24 +63,35 @@ def run_processes(
 ) -> int:
     """Run ``count`` workers until a signal stops them or one of them ends; the exit code.
 
-    0 when every child stopped cleanly, else the first non-zero code a child
-    ended with, in the order they ended (a child ended by a signal counts as
-    128 + the signal, as a shell reports it). A child still running
-    ``stop_timeout_s`` after the stop began is killed.
+    0 when a signal stopped every child cleanly, else the first non-zero code a
+    child ended with, in the order they ended (a child ended by a signal counts
+    as 128 + the signal, as a shell reports it). A child that ends without being
+    told to ends the container with its code, 1 if that was 0. A child still
+    running ``stop_timeout_s`` after the stop began is killed.
     """
-    if settings.metrics.port and settings.metrics.port + count - 1 > 65535:
-        raise ValueError(f"metrics.port {settings.metrics.port} + {count} processes passes 65535")
+    for name, port in (
+        ("metrics.port", settings.metrics.port),
+        ("faust.web_port", settings.faust.web_port),
+    ):
+        if port and port + count - 1 > 65535:
+            raise ValueError(f"{name} {port} + {count} processes passes 65535")
     argv = [sys.executable, "-m", "stream_infer", "run", "--runtime", runtime]
     if config is not None:
         argv += ["--config", str(config)]
     children: list[subprocess.Popen[bytes]] = []
-    signals: list[int] = []
+    signals: list[int] = []  # what this parent received, in order
+    sent: dict[int, int] = {}  # child pid -> signals it was sent
+
+    def relay() -> None:
+        """Each child gets each signal the parent got, once (a child already stopped counts)."""
+        for child in children:
+            if child.poll() is None and sent.get(child.pid, 0) < len(signals):
+                sent[child.pid] = len(signals)
+                child.send_signal(signals[-1])  # a second one: the worker ends at once
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         signals.append(signum)
-        for child in children:  # a second signal reaches them too: they end at once
-            if child.poll() is None:
-                child.send_signal(signum)
+        relay()
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -90,12 +107,14 @@ def run_processes(
                 preexec_fn=_die_with_parent,  # safe: this parent runs no threads
             )
         )
+    relay()  # a signal that came while they were starting reaches the later ones too
     pids = ", ".join(str(c.pid) for c in children)
     log.info("started %d worker processes (pids %s)", count, pids)
     codes: list[int] = []  # in the order the children ended
     seen: set[int] = set()
     killed: set[int] = set()
     stop_began: float | None = None
+    on_its_own: int | None = None  # the code of a child that ended without being told to
     while True:
         for child in children:
             if child.poll() is not None and child.pid not in seen:
@@ -107,8 +126,10 @@ def run_processes(
         if stop_began is None and (signals or codes):
             stop_began = time.monotonic()
             if not signals:  # one ended on its own: the container is no longer whole
+                on_its_own = codes[0]
                 log.error("a worker process ended with code %d; stopping the others", codes[0])
                 for child in running:
+                    sent[child.pid] = 1  # so that the orchestrator's SIGTERM is not a second
                     child.send_signal(signal.SIGTERM)
         elif stop_began is not None and time.monotonic() - stop_began > stop_timeout_s:
             for child in running:
@@ -118,6 +139,8 @@ def run_processes(
                               child.pid, stop_timeout_s)  # fmt: skip
                     child.kill()
         time.sleep(_POLL_S)
+    if on_its_own is not None:
+        return on_its_own or 1  # even a clean exit nobody asked for leaves the container short
     return next((code for code in codes if code), 0)
 
 

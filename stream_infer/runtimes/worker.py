@@ -155,7 +155,7 @@ class Worker:
             p,
             self._consumer,
             self.tracker.in_flight,
-            lambda: self._stage.outstanding,
+            lambda: self._stage.waiting,
             self._progress,
             self._stop.is_set,
         )

@@ -7,6 +7,7 @@ on, since what is checked here is the order and the overlap, not Kafka's behavio
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,78 @@ def test_a_failed_batch_ends_its_turn_and_nothing_after_it_is_produced(
     decoder = Decoder(model.signature)
     for batch in (_batch(1, 0, 1.0), _batch(2, 10, 2.0), _batch(3, 20, 3.0)):
         stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
-    assert stage.wait_idle(_WAIT_S)  # every turn ended: nothing waits for the failed one
-    stage.stop(5)
+    _all_turns_end(stage)  # nothing waits for the failed one's turn
     assert isinstance(stage.failure, RuntimeError)
     assert recorder.produced == []
+
+
+def _all_turns_end(stage: InferenceStage) -> None:
+    """Every submitted batch ended its turn, and every lane ends on stop."""
+    deadline = time.monotonic() + _WAIT_S
+    while stage.outstanding:
+        assert time.monotonic() < deadline, f"{stage.outstanding} turns never ended"
+        time.sleep(0.01)
+    stage.stop(5)
+    assert not any(t.is_alive() for t in stage._threads)
+
+
+def test_batches_in_the_model_when_the_shutdown_comes_produce_and_later_ones_skip(
+    linear_model: Path,
+) -> None:
+    model = _model(linear_model, 2)
+    real, second_done, release = model.predict, threading.Event(), threading.Event()
+    stage: InferenceStage | None = None
+
+    def predict(feeds: dict[str, Any]) -> list[Any]:
+        if float(feeds["x"][0, 0]) == 1.0:  # batch 1: runs, then waits for the shutdown
+            out = real(feeds)
+            assert release.wait(_WAIT_S)
+            return out
+        out = real(feeds)  # batch 2: inferred by the other lane before the shutdown
+        second_done.set()
+        return out
+
+    model.predict = predict  # type: ignore[method-assign]
+    recorder = Recorder()
+    stage = _stage(model, recorder, 2)
+    stage.start()
+    decoder = Decoder(model.signature)
+    b1, b2, b3 = _batch(1, 0, 1.0), _batch(2, 10, 2.0), _batch(3, 20, 3.0)
+    for batch in (b1, b2):
+        stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
+    assert second_done.wait(_WAIT_S)
+    stage.discard_queued()  # the worker's shutdown deadline passed
+    stage.submit(b3, decoder.decode([r.value() for r in b3.records]))  # never started
+    release.set()
+    _all_turns_end(stage)
+    # Batch 1 was in the model before the shutdown and produces; batch 3 is skipped. Batch 2
+    # ran too, and produces in its turn: only batches after a skipped one are dropped.
+    assert [seq for seq, _ in recorder.produced] == [1, 2]
+
+
+def test_after_a_skipped_batch_nothing_later_is_produced(linear_model: Path) -> None:
+    model = _model(linear_model, 2)
+    real, first_started, go = model.predict, threading.Event(), threading.Event()
+
+    def predict(feeds: dict[str, Any]) -> list[Any]:
+        first_started.set()
+        assert go.wait(_WAIT_S)
+        return real(feeds)
+
+    model.predict = predict  # type: ignore[method-assign]
+    recorder = Recorder()
+    stage = _stage(model, recorder, 2)
+    stage.start()
+    decoder = Decoder(model.signature)
+    b1, b2 = _batch(1, 0, 1.0), _batch(2, 10, 2.0)
+    stage.submit(b1, decoder.decode([r.value() for r in b1.records]))
+    assert first_started.wait(_WAIT_S)  # batch 1 holds one lane in the model
+    stage.discard_queued()
+    # Batch 2 starts after the shutdown began: skipped, in its turn, after batch 1.
+    stage.submit(b2, decoder.decode([r.value() for r in b2.records]))
+    go.set()
+    _all_turns_end(stage)
+    assert [seq for seq, _ in recorder.produced] == [1]
 
 
 def test_one_lane_runs_batches_one_after_the_other(linear_model: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stream_infer.config import Settings
 from stream_infer.runtimes.processes import child_env
 from tests.cli import run_cli
@@ -31,3 +33,11 @@ def test_ports_past_65535_are_a_usage_error_before_anything_starts() -> None:
     assert done.stderr.strip().splitlines() == [
         "stream-infer: usage error: --processes: metrics.port 65534 + 3 processes passes 65535"
     ]
+
+
+def test_faust_children_get_their_own_folder_and_web_port(tmp_path: Path) -> None:
+    settings = Settings(faust={"data_dir": str(tmp_path), "web_port": 6066})
+    env = child_env(settings, 2, {})
+    assert env["STREAM_INFER_FAUST__DATA_DIR"] == str(tmp_path / "2")
+    assert env["STREAM_INFER_FAUST__WEB_PORT"] == "6068"
+    assert "STREAM_INFER_FAUST__WEB_PORT" not in child_env(Settings(), 1, {})  # web stays off
