@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 from confluent_kafka.admin import AdminClient
 
+from stream_infer.config import Settings
 from stream_infer.ops.lag import group_lag
 from tests.integration.conftest import (
     events,
@@ -53,6 +57,19 @@ def _pids(log: Path) -> tuple[int, int]:
     return int(found.group(1)), int(found.group(2))
 
 
+@contextmanager
+def _two_members(
+    kafka: str, settings: Settings, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, tuple[int, int]]]:
+    """``run --processes 2`` (dynamic members) once both joined: parent, log, child pids."""
+    config = process_config(settings, tmp_path / "w.yaml", 0, None)
+    log = tmp_path / "w.log"
+    with worker_process(config, log, "native", "--processes", "2") as parent:
+        pids = _pids(log)
+        wait_for(lambda: len(_members(kafka, settings.kafka.group_id)) == 2, 60, "two members")
+        yield parent, log, pids
+
+
 def test_two_processes_share_the_partitions_and_stop_together(
     kafka, make_settings, linear_model: Path, tmp_path: Path
 ) -> None:
@@ -91,12 +108,8 @@ def test_two_processes_share_the_partitions_and_stop_together(
 def test_one_process_killed_ends_the_container_with_its_code(
     kafka, make_settings, linear_model: Path, tmp_path: Path
 ) -> None:
-    settings = make_settings(linear_model, partitions=2)
-    config = process_config(settings, tmp_path / "w.yaml", 0, None)
-    log = tmp_path / "w.log"
-    with worker_process(config, log, "native", "--processes", "2") as parent:
-        first, second = _pids(log)
-        wait_for(lambda: len(_members(kafka, settings.kafka.group_id)) == 2, 60, "two members")
+    with _two_members(kafka, make_settings(linear_model, partitions=2), tmp_path) as run:
+        parent, log, (first, second) = run
         os.kill(first, signal.SIGKILL)
         code = parent.wait(60)
     assert code == 128 + signal.SIGKILL, log.read_text()[-3000:]
@@ -107,12 +120,8 @@ def test_one_process_killed_ends_the_container_with_its_code(
 def test_the_parent_killed_outright_still_stops_its_workers(
     kafka, make_settings, linear_model: Path, tmp_path: Path
 ) -> None:
-    settings = make_settings(linear_model, partitions=2)
-    config = process_config(settings, tmp_path / "w.yaml", 0, None)
-    log = tmp_path / "w.log"
-    with worker_process(config, log, "native", "--processes", "2") as parent:
-        pids = _pids(log)
-        wait_for(lambda: len(_members(kafka, settings.kafka.group_id)) == 2, 60, "two members")
+    with _two_members(kafka, make_settings(linear_model, partitions=2), tmp_path) as run:
+        parent, log, pids = run
         parent.kill()
         parent.wait(10)
         # Each child got the parent-death SIGTERM: a graceful stop, not an orphan.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,22 @@ def _batch(seq: int, first_id: int, value: float, rows: int = 3) -> Batch:
     return Batch(seq, records)
 
 
-def _stage(model: Model, recorder: Recorder, lanes: int) -> InferenceStage:
+def _running(
+    model: Model, predict: Callable[[dict[str, Any]], list[Any]], lanes: int
+) -> tuple[InferenceStage, Recorder, Callable[..., None]]:
+    """A started stage whose model calls go through ``predict``; its recorder; a submitter."""
+    model.predict = predict  # type: ignore[method-assign, assignment]
+    recorder = Recorder()
     encoder = Encoder("m", "1", model.signature.outputs)
-    return InferenceStage(model, encoder, recorder, lanes=lanes)  # type: ignore[arg-type]
+    stage = InferenceStage(model, encoder, recorder, lanes=lanes)  # type: ignore[arg-type]
+    stage.start()
+    decoder = Decoder(model.signature)
+
+    def submit(*batches: Batch) -> None:
+        for batch in batches:
+            stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
+
+    return stage, recorder, submit
 
 
 def test_a_later_batch_can_finish_the_model_first_but_produces_second(linear_model: Path) -> None:
@@ -76,13 +90,8 @@ def test_a_later_batch_can_finish_the_model_first_but_produces_second(linear_mod
             second_done.set()
         return out
 
-    model.predict = predict  # type: ignore[method-assign]
-    recorder = Recorder()
-    stage = _stage(model, recorder, 2)
-    stage.start()
-    decoder = Decoder(model.signature)
-    for batch in (_batch(1, 0, 1.0), _batch(2, 10, 2.0)):
-        stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
+    stage, recorder, submit = _running(model, predict, 2)
+    submit(_batch(1, 0, 1.0), _batch(2, 10, 2.0))
     assert stage.wait_idle(_WAIT_S * 2)
     stage.stop(5)
     assert stage.failure is None
@@ -101,13 +110,8 @@ def test_a_failed_batch_ends_its_turn_and_nothing_after_it_is_produced(
             raise RuntimeError("device lost")  # not a row's fault: the stage must stop
         return real(feeds)
 
-    model.predict = predict  # type: ignore[method-assign]
-    recorder = Recorder()
-    stage = _stage(model, recorder, 2)
-    stage.start()
-    decoder = Decoder(model.signature)
-    for batch in (_batch(1, 0, 1.0), _batch(2, 10, 2.0), _batch(3, 20, 3.0)):
-        stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
+    stage, recorder, submit = _running(model, predict, 2)
+    submit(_batch(1, 0, 1.0), _batch(2, 10, 2.0), _batch(3, 20, 3.0))
     _all_turns_end(stage)  # nothing waits for the failed one's turn
     assert isinstance(stage.failure, RuntimeError)
     assert recorder.produced == []
@@ -128,7 +132,6 @@ def test_batches_in_the_model_when_the_shutdown_comes_produce_and_later_ones_ski
 ) -> None:
     model = _model(linear_model, 2)
     real, second_done, release = model.predict, threading.Event(), threading.Event()
-    stage: InferenceStage | None = None
 
     def predict(feeds: dict[str, Any]) -> list[Any]:
         if float(feeds["x"][0, 0]) == 1.0:  # batch 1: runs, then waits for the shutdown
@@ -139,17 +142,11 @@ def test_batches_in_the_model_when_the_shutdown_comes_produce_and_later_ones_ski
         second_done.set()
         return out
 
-    model.predict = predict  # type: ignore[method-assign]
-    recorder = Recorder()
-    stage = _stage(model, recorder, 2)
-    stage.start()
-    decoder = Decoder(model.signature)
-    b1, b2, b3 = _batch(1, 0, 1.0), _batch(2, 10, 2.0), _batch(3, 20, 3.0)
-    for batch in (b1, b2):
-        stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
+    stage, recorder, submit = _running(model, predict, 2)
+    submit(_batch(1, 0, 1.0), _batch(2, 10, 2.0))
     assert second_done.wait(_WAIT_S)
     stage.discard_queued()  # the worker's shutdown deadline passed
-    stage.submit(b3, decoder.decode([r.value() for r in b3.records]))  # never started
+    submit(_batch(3, 20, 3.0))  # never started
     release.set()
     _all_turns_end(stage)
     # Batch 1 was in the model before the shutdown and produces; batch 3 is skipped. Batch 2
@@ -166,17 +163,12 @@ def test_after_a_skipped_batch_nothing_later_is_produced(linear_model: Path) -> 
         assert go.wait(_WAIT_S)
         return real(feeds)
 
-    model.predict = predict  # type: ignore[method-assign]
-    recorder = Recorder()
-    stage = _stage(model, recorder, 2)
-    stage.start()
-    decoder = Decoder(model.signature)
-    b1, b2 = _batch(1, 0, 1.0), _batch(2, 10, 2.0)
-    stage.submit(b1, decoder.decode([r.value() for r in b1.records]))
+    stage, recorder, submit = _running(model, predict, 2)
+    submit(_batch(1, 0, 1.0))
     assert first_started.wait(_WAIT_S)  # batch 1 holds one lane in the model
     stage.discard_queued()
     # Batch 2 starts after the shutdown began: skipped, in its turn, after batch 1.
-    stage.submit(b2, decoder.decode([r.value() for r in b2.records]))
+    submit(_batch(2, 10, 2.0))
     go.set()
     _all_turns_end(stage)
     assert [seq for seq, _ in recorder.produced] == [1]
@@ -194,14 +186,8 @@ def test_one_lane_runs_batches_one_after_the_other(linear_model: Path) -> None:
         finally:
             running[0] -= 1
 
-    model.predict = predict  # type: ignore[method-assign]
-    recorder = Recorder()
-    stage = _stage(model, recorder, model.lanes)
-    stage.start()
-    decoder = Decoder(model.signature)
-    batches = [_batch(seq, seq * 10, float(seq)) for seq in range(1, 6)]
-    for batch in batches:
-        stage.submit(batch, decoder.decode([r.value() for r in batch.records]))
+    stage, recorder, submit = _running(model, predict, model.lanes)
+    submit(*[_batch(seq, seq * 10, float(seq)) for seq in range(1, 6)])
     assert stage.wait_idle(_WAIT_S)
     stage.stop(5)
     assert overlapped == [False] * 5
