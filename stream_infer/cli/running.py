@@ -134,11 +134,17 @@ def bench(
         str | None, typer.Option(help="Use this broker (HOST:PORT) instead of starting one.")
     ] = None,
     profile: Annotated[bool, typer.Option(help="Also profile the worker with py-spy.")] = False,
+    warmup: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds of untimed runs first (default 45, --quick 0)."),
+    ] = None,
 ) -> None:
     """Benchmark the worker against hand-written loops; see README, Benchmark."""
     from stream_infer.tools.bench import BenchOptions, parse_contenders, run_bench
 
     names = parsed("--contenders", parse_contenders, contenders)
     command = " ".join(["stream-infer", *sys.argv[1:]])
-    options = BenchOptions(model, quick, events, repeats, names, out, bootstrap, profile, command)
+    options = BenchOptions(
+        model, quick, events, repeats, names, out, bootstrap, profile, command, warmup
+    )
     raise typer.Exit(run_bench(options))

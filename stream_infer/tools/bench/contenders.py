@@ -50,6 +50,7 @@ class Contender:
     event_time: Literal["json", "timestamp"] = "json"  # "event_time_ms" in the value, or CreateTime
     scale: float = 1.0  # its share of --events (the tutorial loop is slow)
     min_events: int = 0
+    members: int = 1  # consumer-group members it runs (``run --processes N``: N)
 
 
 def worker_contender(
@@ -85,7 +86,14 @@ def worker_contender(
             cmd += ["--processes", str(processes)]
         return cmd + (["--runtime", runtime] if runtime != "native" else [])
 
-    return Contender(name, description, argv, scale=scale, min_events=2000 if scale < 1 else 0)
+    return Contender(
+        name,
+        description,
+        argv,
+        scale=scale,
+        min_events=2000 if scale < 1 else 0,
+        members=processes,
+    )
 
 
 def _loop(name: str) -> Callable[[Target], list[str]]:
@@ -171,7 +179,7 @@ _ALL = [
 ]
 CONTENDERS: dict[str, Contender] = {c.name: c for c in _ALL}
 # The contenders whose latency --quick measures (when they are in the run).
-QUICK_LATENCY = ("stream-infer", "bare")
+QUICK_LATENCY = ("stream-infer", "stream-infer-2p", "bare")
 
 
 def parse_contenders(text: str | None) -> list[str]:

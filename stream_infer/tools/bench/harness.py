@@ -34,7 +34,7 @@ from stream_infer.tools.bench.latency import (
     delivered_rate,
     offered_load,
 )
-from stream_infer.tools.bench.process import ContenderFailed, ContenderProcess
+from stream_infer.tools.bench.process import ContenderFailed, ContenderProcess, cpu_clock
 from stream_infer.tools.bench.stats import LatencySummary, Sample, catch_up_window
 
 __all__ = ["PARTITIONS", "Attach", "Harness", "RunResult"]
@@ -58,6 +58,7 @@ class RunResult:
     events: int
     rate: float = math.nan
     cpu_per_million: float = math.nan
+    broker_cpu_per_million: float = math.nan  # where the bench started the broker itself
     peak_rss: int = 0
     window_s: float = math.nan
     samples: int = 0
@@ -72,10 +73,13 @@ class RunResult:
 class Harness:
     """Topics, processes and measurements against one broker; figures only, no reporting."""
 
-    def __init__(self, bootstrap: str, model: Path, work: Path, run_id: str) -> None:
+    def __init__(
+        self, bootstrap: str, model: Path, work: Path, run_id: str, broker_pid: int | None = None
+    ) -> None:
         from confluent_kafka.admin import AdminClient
 
         self.bootstrap = bootstrap
+        self._broker_cpu = cpu_clock(broker_pid)
         self.model = model
         self.work = work
         self.run_id = run_id
@@ -196,6 +200,8 @@ class Harness:
                 # a few of them has no CPU figure worth showing.
                 if window.cpu_s >= 5 * _CPU_TICK_S:
                     result.cpu_per_million = window.cpu_per_million
+                if window.broker_cpu_s >= 5 * _CPU_TICK_S:
+                    result.broker_cpu_per_million = window.broker_cpu_per_million
                 result.window_s, result.samples = window.seconds, window.samples
                 result.peak_rss = proc.peak_rss()
         except (ContenderFailed, ValueError) as exc:
@@ -219,7 +225,7 @@ class Harness:
         first_output: Callable[[int], None],
     ) -> list[Sample]:
         started = time.monotonic()
-        samples = [Sample(started, 0, proc.cpu_seconds(), proc.rss())]
+        samples = [Sample(started, 0, proc.cpu_seconds(), proc.rss(), self._broker_cpu())]
         last_change = started
         while samples[-1].count < n:
             time.sleep(_SAMPLE_S)
@@ -230,7 +236,7 @@ class Harness:
                 if now - last_change > _STALL_S:
                     raise ContenderFailed(f"cannot read offsets: {self.offsets_error}")
                 continue
-            samples.append(Sample(now, count, proc.cpu_seconds(), proc.rss()))
+            samples.append(Sample(now, count, proc.cpu_seconds(), proc.rss(), self._broker_cpu()))
             progress(min(count, n))
             if count != samples[-2].count:
                 if not samples[-2].count:
@@ -243,6 +249,30 @@ class Harness:
                     f"stalled at {count} of {n} outputs for {_STALL_S:.0f}s: {proc.tail()}"
                 )
         return samples
+
+    def _wait_for_members(self, group: str, members: int, proc: ContenderProcess) -> None:
+        """Until ``members`` members of ``group`` share every partition, in a stable group.
+
+        A contender of several processes starts them one after the other: the first to
+        join takes the warm-up events, and a later one's join would otherwise rebalance
+        the group inside a measured step (one run showed a p99 of 2.4 s from it).
+        """
+        deadline = time.monotonic() + _FIRST_OUTPUT_S
+        seen = "no description yet"
+        while time.monotonic() < deadline:
+            proc.check_alive()
+            try:
+                described = self.admin.describe_consumer_groups([group], request_timeout=10)
+                d = described[group].result()
+            except Exception as exc:  # a group still forming can fail to describe: ask again
+                seen = str(exc)
+            else:
+                owned = sum(len(m.assignment.topic_partitions) for m in d.members)
+                seen = f"{len(d.members)} member(s), {owned} partition(s), state {d.state}"
+                if len(d.members) >= members and owned == PARTITIONS and d.state.name == "STABLE":
+                    return
+            time.sleep(0.1)
+        raise ContenderFailed(f"its {members} group members never shared the input: {seen}")
 
     @staticmethod
     def _offline(proc: ContenderProcess, result: RunResult) -> None:
@@ -287,6 +317,8 @@ class Harness:
             self.fill(input_topic, _WARMUP_EVENTS, lambda _n: None)
             if not reader.wait_for(_WARMUP_EVENTS, _FIRST_OUTPUT_S, proc.check_alive):
                 raise ContenderFailed(f"warm-up events got no outputs: {proc.tail()}")
+            if c.members > 1:
+                self._wait_for_members(target.group, c.members, proc)
             expected = reader.total
             for step in steps:
                 on_step(f"{step.load:.0%} = {step.offered:,.0f}/s")

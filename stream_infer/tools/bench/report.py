@@ -39,6 +39,7 @@ def aggregate(
             "events": mine[0].events if mine else 0,
             "throughput": Spread.of(r.rate for r in ok).as_dict(),
             "cpu_s_per_million": Spread.of(r.cpu_per_million for r in ok).as_dict(),
+            "broker_cpu_s_per_million": Spread.of(r.broker_cpu_per_million for r in ok).as_dict(),
             "peak_rss_mib": Spread.of(r.peak_rss / 2**20 for r in ok).as_dict(),
             "runs": [r.as_dict() for r in mine],
             "latency": [s.as_dict() for s in steps if s.contender == name],
@@ -121,7 +122,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"the table) from a {s['partitions']}-partition topic, {s['repeats']} round(s) in "
         "rotated order, each run a fresh process, consumer group and output topic; events/s "
         "between 10% and 90% of the outputs (output topic's last stable offsets every 10 ms); "
-        "CPU is the process's user + system seconds in that window; peak RSS its VmHWM. "
+        "CPU is the process's user + system seconds in that window, broker CPU the "
+        "broker's (its own traffic plus the harness's sampling: shared, on these cores); "
+        "peak RSS its VmHWM. "
         f"Latency: open-loop load at {', '.join(f'{x:.0%}' for x in s['loads'])} of each "
         f"contender's mean catch-up rate, each held {s['settle_s']:g} s to settle, then "
         f"{s['latency_s']:g} s measured; receive time of the output minus the time the event "
@@ -130,8 +133,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "## Catch-up throughput",
         "",
         f"| contender | events | events/s (mean) | min - max | vs {ref} | CPU s / M events "
-        "| peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| broker CPU s / M events | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, c in per.items():
         t = c["throughput"]
@@ -139,6 +142,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {c['events']:,} | {_n(t['mean'])} | {_n(t['min'])} - {_n(t['max'])} "
             f"| {_ratio(vs)} | {_n(c['cpu_s_per_million']['mean'], 1)} "
+            f"| {_n(c.get('broker_cpu_s_per_million', {}).get('mean', math.nan), 1)} "
             f"| {_n(c['peak_rss_mib']['mean'])} |"
         )
     if doc["targets"]:

@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class BenchOptions:
     bootstrap: str | None = None
     profile: bool = False
     command: str = "stream-infer bench"
+    warmup: float | None = None
 
     @property
     def n_events(self) -> int:
@@ -44,6 +46,13 @@ class BenchOptions:
     @property
     def n_repeats(self) -> int:
         return self.repeats or (1 if self.quick else 3)
+
+    @property
+    def warmup_s(self) -> float:
+        """Seconds of untimed runs before the first measured one (see ``_Session.warm_up``)."""
+        if self.warmup is not None:
+            return self.warmup
+        return 0.0 if self.quick else 45.0
 
     @property
     def latency_s(self) -> float:
@@ -80,15 +89,16 @@ def _require_extras() -> None:
 
 
 @contextlib.contextmanager
-def _broker(bootstrap: str | None, work: Path) -> Iterator[str]:
+def _broker(bootstrap: str | None, work: Path) -> Iterator[tuple[str, int | None]]:
+    """The broker's address, and its pid where the bench starts it (to count its CPU)."""
     if bootstrap:
-        yield bootstrap
+        yield bootstrap, None
         return
     from stream_infer.tools.devbroker import free_port, start_broker, stop_broker
 
     status = start_broker(free_port(), work / "broker")
     try:
-        yield status.bootstrap
+        yield status.bootstrap, status.pid
     finally:
         stop_broker(work / "broker")
 
@@ -128,9 +138,10 @@ def run_bench(opts: BenchOptions) -> int:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    with _broker(opts.bootstrap, work) as bootstrap, _progress() as bar:
+    with _broker(opts.bootstrap, work) as (bootstrap, broker_pid), _progress() as bar:
         bar.console.print(f"bench {run_id}: broker {bootstrap}, work folder {work}")
-        session = _Session(opts, Harness(bootstrap, model.path, work, run_id), bar)
+        harness = Harness(bootstrap, model.path, work, run_id, broker_pid)
+        session = _Session(opts, harness, bar)
         try:
             session.catch_up()
             session.latency()
@@ -161,6 +172,7 @@ class _Session:
         self.runs: list[RunResult] = []
         self.steps: list[LatencyStep] = []
         self.profile_doc: dict[str, Any] | None = None
+        self.warmup_runs: list[float] = []  # events/s of each untimed run
         self.source = ""
 
     def _task(self, what: str, total: int) -> tuple[Any, Callable[[int], None]]:
@@ -177,6 +189,7 @@ class _Session:
         task, progress = self._task("pre-filling the input topic", opts.n_events)
         harness.fill(self.source, opts.n_events, progress)
         self.bar.remove_task(task)
+        self.warm_up()
         for r in range(opts.n_repeats):
             for name in rotated(opts.names, r):
                 c = CONTENDERS[name]
@@ -187,6 +200,30 @@ class _Session:
                 self.runs.append(result)
                 figure = f"{result.rate:,.0f} events/s" if not result.error else "FAILED"
                 self.say(f"{what}: {figure}" + (f": {result.error}" if result.error else ""))
+
+    def warm_up(self) -> None:
+        """Untimed runs of the worker (else the first Kafka contender) for ``warmup_s``.
+
+        A broker just started compiles its hot paths as traffic first reaches them: its
+        JIT compiler threads took 16 to 23% of a core in the first runs after a start,
+        and 2% by the fourth, CPU that the contenders on the same cores lost unequally,
+        by their place in the rotation. A broker in service has long done that work.
+        """
+        kafka = [n for n in self.opts.names if CONTENDERS[n].kafka]
+        if self.opts.warmup_s <= 0 or not kafka:
+            return
+        c = CONTENDERS["stream-infer" if "stream-infer" in kafka else kafka[0]]
+        began = time.monotonic()
+        while not self.warmup_runs or time.monotonic() - began < self.opts.warmup_s:
+            what = f"warming up the broker: {c.name}"
+            task, progress = self._task(what, events_for(c, self.opts.n_events))
+            result = self.harness.catch_up(c, -1, self.source, self.opts.n_events, progress)
+            self.bar.remove_task(task)
+            self.warmup_runs.append(result.rate)
+            if result.error:
+                self.say(f"{what}: {result.error}")
+                break
+        self.say(f"warm-up: {len(self.warmup_runs)} untimed run(s) of {c.name}, not counted")
 
     def latency(self) -> None:
         for name in self.opts.latency_names:
@@ -260,6 +297,8 @@ def _document(
             "settle_s": opts.settle_s,
             "latency_contenders": opts.latency_names,
             "quick": opts.quick,
+            "warmup_s": opts.warmup_s,
+            "warmup_runs_per_s": session.warmup_runs,
         },
         **aggregate(opts.names, session.runs, session.steps),
         "profile": session.profile_doc,

@@ -35,6 +35,7 @@ class Sample:
     count: int  # outputs visible in the output topic so far
     cpu_s: float  # the contender process's user + system seconds so far
     rss: int = 0  # its resident set, bytes
+    broker_cpu_s: float = math.nan  # the broker's, where the bench started it (NaN elsewhere)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Window:
     events: float
     cpu_s: float
     samples: int  # samples strictly inside the window: the resolution of the figure
+    broker_cpu_s: float = math.nan
 
     @property
     def seconds(self) -> float:
@@ -61,9 +63,14 @@ class Window:
         """The contender's CPU seconds per million events inside the window."""
         return self.cpu_s / self.events * 1e6
 
+    @property
+    def broker_cpu_per_million(self) -> float:
+        """The broker's CPU seconds per million events inside the window (NaN: not measured)."""
+        return self.broker_cpu_s / self.events * 1e6
 
-def crossing(samples: Sequence[Sample], target: float) -> tuple[float, float]:
-    """Time and CPU seconds at which the count first reached ``target``.
+
+def crossing(samples: Sequence[Sample], target: float) -> Sample:
+    """The moment the count first reached ``target``: its time and CPU counters.
 
     Linear interpolation between the two samples around the crossing: outputs
     arrive steadily between two looks, so this is finer than the sampling
@@ -72,10 +79,16 @@ def crossing(samples: Sequence[Sample], target: float) -> tuple[float, float]:
     for i, s in enumerate(samples):
         if s.count >= target:
             if i == 0:
-                return s.t, s.cpu_s
+                return s
             prev = samples[i - 1]
-            frac = (target - prev.count) / (s.count - prev.count)
-            return prev.t + frac * (s.t - prev.t), prev.cpu_s + frac * (s.cpu_s - prev.cpu_s)
+            f = (target - prev.count) / (s.count - prev.count)
+            return Sample(
+                prev.t + f * (s.t - prev.t),
+                math.ceil(target),
+                prev.cpu_s + f * (s.cpu_s - prev.cpu_s),
+                s.rss,
+                prev.broker_cpu_s + f * (s.broker_cpu_s - prev.broker_cpu_s),
+            )
     raise ValueError(
         f"the count never reached {target:g} (last {samples[-1].count if samples else 0})"
     )
@@ -94,12 +107,18 @@ def catch_up_window(
         raise ValueError("need 0 <= lo < hi <= 1")
     if any(b.t <= a.t or b.count < a.count for a, b in itertools.pairwise(samples)):
         raise ValueError("samples must move forward in time with counts that never shrink")
-    start, cpu_start = crossing(samples, lo * total)
-    end, cpu_end = crossing(samples, hi * total)
-    if end <= start:
+    first, last = crossing(samples, lo * total), crossing(samples, hi * total)
+    if last.t <= first.t:
         raise ValueError("the window has no duration")
-    inside = sum(1 for s in samples if start < s.t < end)
-    return Window(start, end, (hi - lo) * total, cpu_end - cpu_start, inside)
+    inside = sum(1 for s in samples if first.t < s.t < last.t)
+    return Window(
+        first.t,
+        last.t,
+        (hi - lo) * total,
+        last.cpu_s - first.cpu_s,
+        inside,
+        last.broker_cpu_s - first.broker_cpu_s,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,19 @@ def _runs() -> list[RunResult]:
             1000,
             rate=60.0,
             cpu_per_million=10.0,
+            broker_cpu_per_million=3.0,
             peak_rss=100 * 2**20,
             load_avg=1.5,
         ),
-        RunResult("stream-infer", 1, 1000, rate=66.0, cpu_per_million=12.0, peak_rss=110 * 2**20),
+        RunResult(
+            "stream-infer",
+            1,
+            1000,
+            rate=66.0,
+            cpu_per_million=12.0,
+            broker_cpu_per_million=5.0,
+            peak_rss=110 * 2**20,
+        ),
         RunResult("bare", 0, 1000, rate=100.0, cpu_per_million=2.0, peak_rss=50 * 2**20),
         RunResult("bare", 1, 1000, error="exited with code 1: boom"),
         RunResult("tutorial", 0, 200, rate=3.0, cpu_per_million=900.0, peak_rss=80 * 2**20),
@@ -62,6 +71,8 @@ def test_aggregate_spreads_ratios_and_targets() -> None:
     assert si["throughput"]["mean"] == 63.0
     assert (si["throughput"]["min"], si["throughput"]["max"]) == (60.0, 66.0)
     assert si["cpu_s_per_million"]["mean"] == 11.0
+    assert si["broker_cpu_s_per_million"]["mean"] == 4.0
+    assert doc["contenders"]["bare"]["broker_cpu_s_per_million"]["n"] == 0  # not measured
     assert si["peak_rss_mib"]["mean"] == 105.0
     assert doc["contenders"]["bare"]["throughput"]["n"] == 1  # the failed run is left out
     assert doc["ratios"]["stream-infer"]["bare"] == pytest.approx(0.63)
@@ -75,8 +86,8 @@ def test_aggregate_spreads_ratios_and_targets() -> None:
 
 def test_markdown_shows_the_figures_ratios_and_failures() -> None:
     text = render_markdown(_doc())
-    assert "| stream-infer | 1,000 | 63 | 60 - 66 | 1x | 11.0 | 105 |" in text
-    assert "| bare | 1,000 | 100 | 100 - 100 | 1.59x | 2.0 | 50 |" in text
+    assert "| stream-infer | 1,000 | 63 | 60 - 66 | 1x | 11.0 | 4.0 | 105 |" in text
+    assert "| bare | 1,000 | 100 | 100 - 100 | 1.59x | 2.0 | - | 50 |" in text
     assert "| stream-infer | 50% | 32 | 10.0 | 50.0 | 90.0 | 90.0 | 100 |" in text
     assert "- bare, round 1: exited with code 1: boom" in text
     assert "Machine: Test CPU, 2 logical CPUs" in text

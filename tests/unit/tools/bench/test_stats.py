@@ -17,10 +17,16 @@ from stream_infer.tools.bench.stats import (
 
 
 def test_crossing_interpolates_between_the_samples_around_the_target() -> None:
-    samples = [Sample(0.0, 0, 0.0), Sample(1.0, 100, 2.0), Sample(2.0, 300, 3.0)]
-    assert crossing(samples, 200) == pytest.approx((1.5, 2.5))
-    assert crossing(samples, 100) == pytest.approx((1.0, 2.0))
-    assert crossing(samples, 0) == pytest.approx((0.0, 0.0))
+    samples = [Sample(0.0, 0, 0.0, 0, 10.0), Sample(1.0, 100, 2.0, 0, 11.0)]
+    samples.append(Sample(2.0, 300, 3.0, 0, 15.0))
+
+    def at(target: float) -> tuple[float, float, float]:
+        point = crossing(samples, target)
+        return point.t, point.cpu_s, point.broker_cpu_s
+
+    assert at(200) == pytest.approx((1.5, 2.5, 13.0))
+    assert at(100) == pytest.approx((1.0, 2.0, 11.0))
+    assert at(0) == pytest.approx((0.0, 0.0, 10.0))
     with pytest.raises(ValueError, match="never reached 301"):
         crossing(samples, 301)
 
@@ -49,6 +55,15 @@ def test_the_window_leaves_out_start_up_and_tail() -> None:
     assert window.seconds == pytest.approx(4.0, rel=1e-3)
     assert window.cpu_per_million == pytest.approx(400.0, rel=1e-3)  # no start-up CPU in it
     assert window.samples == pytest.approx(4.0 / 0.013, abs=2)
+    assert math.isnan(window.broker_cpu_per_million)  # no broker figures in these samples
+
+
+def test_the_broker_cpu_in_the_window_is_per_million_events() -> None:
+    samples = [Sample(0.0, 0, 0.0, 0, 100.0), Sample(1.0, 10_000, 1.0, 0, 100.5)]
+    samples.append(Sample(2.0, 20_000, 2.0, 0, 101.5))
+    window = catch_up_window(samples, 20_000)
+    # 2,000 -> 18,000 events: broker CPU 100.1 -> 101.3 s, 1.2 s for 16,000 events.
+    assert window.broker_cpu_per_million == pytest.approx(1.2 / 16_000 * 1e6)
 
 
 def test_a_window_between_two_samples_still_has_a_rate() -> None:
