@@ -120,6 +120,16 @@ def dev(
     )
 
 
+def _cpu_list(text: str) -> frozenset[int]:
+    try:
+        cpus = frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"expected CPU numbers separated by commas, got {text!r}") from None
+    if not cpus or min(cpus) < 0:
+        raise ValueError(f"expected CPU numbers separated by commas, got {text!r}")
+    return cpus
+
+
 @app.command()
 def bench(
     model: Annotated[
@@ -138,13 +148,21 @@ def bench(
         float | None,
         typer.Option(min=0, help="Seconds of untimed runs first (default 45, --quick 0)."),
     ] = None,
+    contender_cpus: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the contenders on these CPUs (e.g. 1 or 2,3), the broker and the "
+            "harness on the others."
+        ),
+    ] = None,
 ) -> None:
     """Benchmark the worker against hand-written loops; see README, Benchmark."""
     from stream_infer.tools.bench import BenchOptions, parse_contenders, run_bench
 
     names = parsed("--contenders", parse_contenders, contenders)
     command = " ".join(["stream-infer", *sys.argv[1:]])
+    cpus = parsed("--contender-cpus", _cpu_list, contender_cpus) if contender_cpus else None
     options = BenchOptions(
-        model, quick, events, repeats, names, out, bootstrap, profile, command, warmup
+        model, quick, events, repeats, names, out, bootstrap, profile, command, warmup, cpus
     )
     raise typer.Exit(run_bench(options))

@@ -104,3 +104,37 @@ def test_bad_options_are_one_line(tmp_path: Path) -> None:
         "built-in model (tabular, heavy)"
     )
     assert list(tmp_path.iterdir()) == []  # no results folder for a run that never started
+    ran = _bench("--contender-cpus", "1,x", "--out", str(tmp_path / "out"), timeout=30)
+    assert ran.returncode == 2
+    assert ran.stderr.strip() == (
+        "stream-infer: usage error: --contender-cpus: expected CPU numbers separated by "
+        "commas, got '1,x'"
+    )
+    everything = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    ran = _bench("--contender-cpus", everything, "--out", str(tmp_path / "out"), timeout=30)
+    assert ran.returncode == 1
+    assert ran.stderr.strip() == (
+        "stream-infer: error: --contender-cpus: leave at least one CPU for the broker and "
+        "the harness"
+    )
+    ran = _bench("--contender-cpus", "4096", "--out", str(tmp_path / "out"), timeout=30)
+    assert ran.returncode == 1
+    assert "--contender-cpus: CPU(s) 4096 are not among this process's" in ran.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="needs two usable CPUs: one for the contenders"
+)
+def test_contenders_pinned_apart_from_the_harness(kafka: str, tmp_path: Path) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    out = tmp_path / "results"
+    ran = _bench(
+        "--quick", "--contenders", "bare,ort", "--events", "2000", "--bootstrap", kafka,
+        "--out", str(out), "--contender-cpus", str(cpu),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["settings"]["contender_cpus"] == [cpu]
+    assert all(c["throughput"]["mean"] > 0 for c in doc["contenders"].values())
+    assert f"every contender ran pinned to CPU {cpu};" in (out / "results.md").read_text()

@@ -74,12 +74,19 @@ class Harness:
     """Topics, processes and measurements against one broker; figures only, no reporting."""
 
     def __init__(
-        self, bootstrap: str, model: Path, work: Path, run_id: str, broker_pid: int | None = None
+        self,
+        bootstrap: str,
+        model: Path,
+        work: Path,
+        run_id: str,
+        broker_pid: int | None = None,
+        contender_cpus: frozenset[int] | None = None,
     ) -> None:
         from confluent_kafka.admin import AdminClient
 
         self.bootstrap = bootstrap
         self._broker_cpu = cpu_clock(broker_pid)
+        self.contender_cpus = contender_cpus
         self.model = model
         self.work = work
         self.run_id = run_id
@@ -189,7 +196,7 @@ class Harness:
                 detach.append(attach(pid))
 
         try:
-            proc = ContenderProcess(argv, target.work / "log.txt")
+            proc = ContenderProcess(argv, target.work / "log.txt", self.contender_cpus)
             if not c.kafka:
                 self._offline(proc, result)
             else:
@@ -312,7 +319,7 @@ class Harness:
         proc: ContenderProcess | None = None
         steps = [LatencyStep(c.name, load, load * max_rate) for load in loads]
         try:
-            proc = ContenderProcess(c.argv(target), target.work / "log.txt")
+            proc = ContenderProcess(c.argv(target), target.work / "log.txt", self.contender_cpus)
             on_step("warm-up")
             self.fill(input_topic, _WARMUP_EVENTS, lambda _n: None)
             if not reader.wait_for(_WARMUP_EVENTS, _FIRST_OUTPUT_S, proc.check_alive):

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,10 @@ from stream_infer.errors import StreamInferError
 __all__ = ["ContenderFailed", "ContenderProcess", "cpu_clock"]
 
 _TREE_REFRESH_S = 0.25
+_PIN = (
+    "import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(',')}); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
 
 
 def cpu_clock(pid: int | None) -> Callable[[], float]:
@@ -59,11 +64,14 @@ class ContenderFailed(StreamInferError):
 class ContenderProcess:
     """``argv`` run with its output in ``log``."""
 
-    def __init__(self, argv: Sequence[str], log: Path) -> None:
+    def __init__(self, argv: Sequence[str], log: Path, cpus: frozenset[int] | None = None) -> None:
         import psutil
 
         self.log = log
         self._out = log.open("wb")
+        if cpus:
+            # Pinned before it execs, so every thread it will ever start inherits the set.
+            argv = [sys.executable, "-c", _PIN, ",".join(map(str, sorted(cpus))), *argv]
         self.popen = subprocess.Popen(
             list(argv), stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )

@@ -95,6 +95,17 @@ def _load_line(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pinning_line(settings: dict[str, Any]) -> list[str]:
+    cpus = settings.get("contender_cpus") or []
+    if not cpus:
+        return []
+    return [
+        f"CPUs: every contender ran pinned to CPU {', '.join(map(str, cpus))}; the broker, the "
+        "harness and the load generator on the others (`--contender-cpus`).",
+        "",
+    ]
+
+
 def _generator_note(lag_ms: float) -> str:
     """Say when the load generator could not keep its schedule: its lag counts as latency."""
     if lag_ms > 1000:
@@ -116,6 +127,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"Machine: {machine_line(doc['machine'])}.",
         "",
         *_load_line(doc),
+        *_pinning_line(s),
         f"Model: `{doc['model']['name']}`, {doc['model']['description']}.",
         "",
         f"Method: catch-up over {s['events']:,} pre-filled events (each contender's count is in "

@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -38,6 +39,7 @@ class BenchOptions:
     profile: bool = False
     command: str = "stream-infer bench"
     warmup: float | None = None
+    contender_cpus: frozenset[int] | None = None  # the rest run the broker and the harness
 
     @property
     def n_events(self) -> int:
@@ -103,6 +105,25 @@ def _broker(bootstrap: str | None, work: Path) -> Iterator[tuple[str, int | None
         stop_broker(work / "broker")
 
 
+def _split_cpus(contender: frozenset[int] | None) -> frozenset[int] | None:
+    """The CPUs left for the broker, the harness and the load generator; None: no pinning."""
+    if not contender:
+        return None
+    if not hasattr(os, "sched_setaffinity"):
+        raise StreamInferError("--contender-cpus needs CPU affinity (Linux)")
+    usable = frozenset(os.sched_getaffinity(0))
+    if not contender <= usable:
+        raise StreamInferError(
+            f"--contender-cpus: CPU(s) {', '.join(map(str, sorted(contender - usable)))} "
+            f"are not among this process's ({', '.join(map(str, sorted(usable)))})"
+        )
+    if contender == usable:
+        raise StreamInferError(
+            "--contender-cpus: leave at least one CPU for the broker and the harness"
+        )
+    return usable - contender
+
+
 def _progress() -> Any:
     from rich.console import Console
     from rich.progress import (
@@ -128,6 +149,7 @@ def run_bench(opts: BenchOptions) -> int:
     from stream_infer.tools.bench.harness import Harness
     from stream_infer.tools.bench.models import resolve_model
 
+    others = _split_cpus(opts.contender_cpus)
     date = datetime.date.today().isoformat()
     out = opts.out or Path("benchmarks/results") / f"{date}-bench"
     work = Path(tempfile.mkdtemp(prefix="stream-infer-bench-"))
@@ -138,9 +160,13 @@ def run_bench(opts: BenchOptions) -> int:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    if others:
+        # Before the broker starts and before any thread does: everything started from
+        # here on (the broker, the load generator, the reader) inherits the other cores.
+        os.sched_setaffinity(0, others)
     with _broker(opts.bootstrap, work) as (bootstrap, broker_pid), _progress() as bar:
         bar.console.print(f"bench {run_id}: broker {bootstrap}, work folder {work}")
-        harness = Harness(bootstrap, model.path, work, run_id, broker_pid)
+        harness = Harness(bootstrap, model.path, work, run_id, broker_pid, opts.contender_cpus)
         session = _Session(opts, harness, bar)
         try:
             session.catch_up()
@@ -298,6 +324,7 @@ def _document(
             "latency_contenders": opts.latency_names,
             "quick": opts.quick,
             "warmup_s": opts.warmup_s,
+            "contender_cpus": sorted(opts.contender_cpus or ()),
             "warmup_runs_per_s": session.warmup_runs,
         },
         **aggregate(opts.names, session.runs, session.steps),

@@ -6,6 +6,9 @@ on, since what is checked here is the order and the overlap, not Kafka's behavio
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -216,3 +219,28 @@ def test_explicit_lanes_with_io_binding_is_a_clear_error(linear_model: Path) -> 
 def test_concurrent_batches_out_of_range_is_refused(value: object) -> None:
     with pytest.raises(ValueError, match="concurrent_batches"):
         ModelSettings.model_validate({"concurrent_batches": value})
+
+
+_PINNED = """
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from stream_infer.config import ModelSettings
+from stream_infer.inference.model import load_model
+model = load_model(ModelSettings(path=sys.argv[1], warmup=False), concurrent=True)
+print(model.lanes, model._session.get_session_options().intra_op_num_threads)
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity (Linux) and at least two usable CPUs to pin to one",
+)
+def test_pinned_to_one_core_the_model_runs_one_lane_of_one_thread(linear_model: Path) -> None:
+    # onnxruntime's default counts the machine's cores, not the process's: two threads
+    # on one core. The worker sizes the pool from the cores it may use.
+    ran = subprocess.run(
+        [sys.executable, "-c", _PINNED, str(linear_model)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split() == ["1", "1"]
