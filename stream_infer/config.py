@@ -288,7 +288,9 @@ class ModelSettings(_Section):
     name: str = Field("demo", min_length=1)
     version: str = Field("1", min_length=1)
     device: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
-    intra_op_threads: int = Field(0, ge=0, description="0 = onnxruntime's default")
+    intra_op_threads: int = Field(
+        0, ge=0, description="0 = one per usable core, less one per extra lane"
+    )
     # onnxruntime's pool threads spin between calls by default; that costs the pipeline's
     # other threads their CPU. Spinning pays only for a model that runs back to back.
     spin: bool = Field(False, description="let onnxruntime's idle threads spin")
