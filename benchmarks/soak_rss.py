@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from stream_infer.tools.bench.broker import bench_broker
 from stream_infer.tools.bench.contenders import CONTENDERS
 from stream_infer.tools.bench.harness import PARTITIONS, Harness
 from stream_infer.tools.bench.latency import OutputReader, offered_load
 from stream_infer.tools.bench.machine import describe_machine, machine_line
 from stream_infer.tools.bench.models import resolve_model
 from stream_infer.tools.bench.process import ContenderProcess
-from stream_infer.tools.devbroker import free_port, start_broker, stop_broker
 
 _SAMPLE_S = 5.0
 _WARMUP = 200
@@ -40,7 +40,7 @@ def _mib(n: float) -> str:
 
 
 def soak(
-    bootstrap: str, rate: float, minutes: float, work: Path, own_broker: bool
+    bootstrap: str, rate: float, minutes: float, work: Path, own_broker: bool, storage: str = ""
 ) -> tuple[str, bool]:
     """Run the soak; the markdown report, and whether memory stayed flat."""
     model = resolve_model("tabular", work)
@@ -91,7 +91,7 @@ def soak(
         last = [r for t, r in samples if t >= (minutes - 1) * 60] or [samples[-1][1]]
         growth = float(np.mean(last)) / float(np.mean(first)) - 1.0
         flat = abs(growth) <= 0.10 and peak <= 400 * 2**20
-        machine = machine_line(describe_machine(bootstrap, own_broker))
+        machine = machine_line(describe_machine(bootstrap, own_broker, storage))
         text = "\n".join(
             [
                 f"# Soak: one worker, {rate:,.0f} events/s offered for {minutes:g} minutes "
@@ -129,13 +129,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         work = Path(tmp)
-        data = work / "broker"
-        bootstrap = args.bootstrap or start_broker(free_port(), data).bootstrap
-        try:
-            text, flat = soak(bootstrap, args.rate, args.minutes, work, args.bootstrap is None)
-        finally:
-            if args.bootstrap is None:
-                stop_broker(data)
+        with bench_broker(args.bootstrap, work) as broker:
+            own = broker.pid is not None
+            text, flat = soak(broker.bootstrap, args.rate, args.minutes, work, own, broker.storage)
     day = datetime.date.today().isoformat()
     out = args.out or Path(__file__).parent / "results" / f"{day}-soak.md"
     out.write_text(text)

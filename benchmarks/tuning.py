@@ -22,12 +22,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from stream_infer.tools.bench.broker import bench_broker
 from stream_infer.tools.bench.contenders import Contender, rotated, worker_contender
 from stream_infer.tools.bench.harness import Harness, RunResult
 from stream_infer.tools.bench.latency import LatencyStep
 from stream_infer.tools.bench.machine import describe_machine, machine_line
 from stream_infer.tools.bench.models import resolve_model
-from stream_infer.tools.devbroker import free_port, start_broker, stop_broker
 
 _Overrides = dict[str, dict[str, object]]
 
@@ -143,14 +143,10 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="tuning-") as tmp:
         work = Path(tmp)
-        data = work / "broker"
-        bootstrap = args.bootstrap or start_broker(free_port(), data).bootstrap
-        try:
-            runs, steps = run(bootstrap, work, args)
-            machine = machine_line(describe_machine(bootstrap, args.bootstrap is None))
-        finally:
-            if args.bootstrap is None:
-                stop_broker(data)
+        with bench_broker(args.bootstrap, work) as broker:
+            runs, steps = run(broker.bootstrap, work, args)
+            own = broker.pid is not None
+            machine = machine_line(describe_machine(broker.bootstrap, own, broker.storage))
     text = report(runs, steps, machine, cmd)
     out = args.out or Path(__file__).parent / "results" / f"{datetime.date.today()}-tuning.md"
     out.write_text(text)

@@ -155,6 +155,9 @@ def bench(
             "harness on the others."
         ),
     ] = None,
+    broker_on_disk: Annotated[
+        bool, typer.Option(help="Keep the bench's broker log on disk even where tmpfs has room.")
+    ] = False,
 ) -> None:
     """Benchmark the worker against hand-written loops; see README, Benchmark."""
     from stream_infer.tools.bench import BenchOptions, parse_contenders, run_bench
@@ -163,6 +166,7 @@ def bench(
     command = " ".join(["stream-infer", *sys.argv[1:]])
     cpus = parsed("--contender-cpus", _cpu_list, contender_cpus) if contender_cpus else None
     options = BenchOptions(
-        model, quick, events, repeats, names, out, bootstrap, profile, command, warmup, cpus
-    )
+        model, quick, events, repeats, names, out, bootstrap, profile, command, warmup, cpus,
+        broker_on_disk,
+    )  # fmt: skip
     raise typer.Exit(run_bench(options))

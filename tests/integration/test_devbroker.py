@@ -18,3 +18,27 @@ def test_a_cluster_id_that_begins_with_a_dash_still_formats(tmp_path: Path) -> N
     format_storage(props, dashed)
     meta = (tmp_path / "kraft" / "meta.properties").read_text()
     assert f"cluster.id={dashed}" in meta
+
+
+def test_the_bench_broker_runs_from_tmpfs_and_leaves_nothing(tmp_path: Path) -> None:
+    import psutil
+    from confluent_kafka.admin import AdminClient
+
+    from stream_infer.tools.bench.broker import bench_broker
+
+    def ours() -> set[Path]:
+        shm = Path("/dev/shm")
+        return set(shm.glob("stream-infer-bench-*")) if shm.is_dir() else set()
+
+    before = ours()
+    with bench_broker(None, tmp_path) as b:
+        assert b.pid is not None and psutil.pid_exists(b.pid)
+        topics = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=30)
+        assert topics.brokers  # a real broker answers
+        if b.storage == "memory (tmpfs)":
+            (log_dir,) = ours() - before
+            assert (log_dir / "kraft").is_dir()
+        else:  # no tmpfs with room here: the work folder
+            assert b.storage == "disk" and (tmp_path / "broker").is_dir()
+    assert not psutil.pid_exists(b.pid) or psutil.Process(b.pid).status() == "zombie"
+    assert ours() == before

@@ -42,7 +42,7 @@ def _kafka_version() -> str | None:
     return None
 
 
-def describe_machine(bootstrap: str, own_broker: bool) -> dict[str, Any]:
+def describe_machine(bootstrap: str, own_broker: bool, storage: str = "") -> dict[str, Any]:
     import confluent_kafka
     import psutil
 
@@ -50,6 +50,7 @@ def describe_machine(bootstrap: str, own_broker: bool) -> dict[str, Any]:
     kafka = _kafka_version()
     broker = (
         f"Apache Kafka {kafka}, KRaft single node, started by bench on this machine"
+        + (f", its log in {storage}" if storage else "")
         if own_broker
         else f"external broker at {bootstrap} (pinned local jars: Kafka {kafka or '?'})"
     )

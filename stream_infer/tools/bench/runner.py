@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import math
@@ -11,12 +10,13 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stream_infer.errors import StreamInferError
+from stream_infer.tools.bench.broker import BenchBroker, bench_broker
 from stream_infer.tools.bench.contenders import CONTENDERS, QUICK_LATENCY, events_for, rotated
 from stream_infer.tools.bench.harness import PARTITIONS, Harness, RunResult
 from stream_infer.tools.bench.latency import LatencyStep
@@ -40,6 +40,7 @@ class BenchOptions:
     command: str = "stream-infer bench"
     warmup: float | None = None
     contender_cpus: frozenset[int] | None = None  # the rest run the broker and the harness
+    broker_on_disk: bool = False  # the bench's broker logs to disk even where tmpfs has room
 
     @property
     def n_events(self) -> int:
@@ -88,21 +89,6 @@ def _require_extras() -> None:
         raise StreamInferError(
             f"bench needs {' and '.join(missing)}: pip install 'stream-infer[bench]'"
         )
-
-
-@contextlib.contextmanager
-def _broker(bootstrap: str | None, work: Path) -> Iterator[tuple[str, int | None]]:
-    """The broker's address, and its pid where the bench starts it (to count its CPU)."""
-    if bootstrap:
-        yield bootstrap, None
-        return
-    from stream_infer.tools.devbroker import free_port, start_broker, stop_broker
-
-    status = start_broker(free_port(), work / "broker")
-    try:
-        yield status.bootstrap, status.pid
-    finally:
-        stop_broker(work / "broker")
 
 
 def _split_cpus(contender: frozenset[int] | None) -> frozenset[int] | None:
@@ -164,9 +150,10 @@ def run_bench(opts: BenchOptions) -> int:
         # Before the broker starts and before any thread does: everything started from
         # here on (the broker, the load generator, the reader) inherits the other cores.
         os.sched_setaffinity(0, others)
-    with _broker(opts.bootstrap, work) as (bootstrap, broker_pid), _progress() as bar:
+    with bench_broker(opts.bootstrap, work, opts.broker_on_disk) as broker, _progress() as bar:
+        bootstrap = broker.bootstrap
         bar.console.print(f"bench {run_id}: broker {bootstrap}, work folder {work}")
-        harness = Harness(bootstrap, model.path, work, run_id, broker_pid, opts.contender_cpus)
+        harness = Harness(bootstrap, model.path, work, run_id, broker.pid, opts.contender_cpus)
         session = _Session(opts, harness, bar)
         try:
             session.catch_up()
@@ -177,7 +164,7 @@ def run_bench(opts: BenchOptions) -> int:
             if opts.bootstrap:
                 session.harness.delete_topics()
             session.harness.close()
-    doc = _document(opts, date, bootstrap, model.as_dict(), session)
+    doc = _document(opts, date, broker, model.as_dict(), session)
     _write(doc, out)
     failed = [r for r in session.runs if r.error] + [s for s in session.steps if s.error]
     say = bar.console.print
@@ -303,7 +290,7 @@ class _Session:
 
 
 def _document(
-    opts: BenchOptions, date: str, bootstrap: str, model: dict[str, Any], session: _Session
+    opts: BenchOptions, date: str, broker: BenchBroker, model: dict[str, Any], session: _Session
 ) -> dict[str, Any]:
     from stream_infer.tools.bench.machine import describe_machine
     from stream_infer.tools.bench.report import aggregate
@@ -312,7 +299,7 @@ def _document(
         "version": 1,
         "date": date,
         "command": opts.command,
-        "machine": describe_machine(bootstrap, own_broker=opts.bootstrap is None),
+        "machine": describe_machine(broker.bootstrap, broker.pid is not None, broker.storage),
         "model": model,
         "settings": {
             "events": opts.n_events,

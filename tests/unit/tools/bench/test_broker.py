@@ -1,0 +1,34 @@
+"""Where the benchmark's own broker keeps its log: tmpfs with room to spare, else disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream_infer.tools.bench import broker
+from stream_infer.tools.bench.broker import bench_broker
+
+
+def test_the_log_goes_to_tmpfs_when_it_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(broker, "_TMPFS", shm)
+    monkeypatch.setattr(broker, "_ROOM", 0)
+    data, storage = broker._log_dir(tmp_path / "work", on_disk=False)
+    assert data.parent == shm and data.is_dir() and storage == "memory (tmpfs)"
+    # Asked for disk, or too little room: the work folder.
+    assert broker._log_dir(tmp_path / "work", on_disk=True) == (tmp_path / "work/broker", "disk")
+    monkeypatch.setattr(broker, "_ROOM", 2**62)
+    assert broker._log_dir(tmp_path / "work", on_disk=False) == (tmp_path / "work/broker", "disk")
+    monkeypatch.setattr(broker, "_TMPFS", tmp_path / "none")
+    monkeypatch.setattr(broker, "_ROOM", 0)
+    assert broker._log_dir(tmp_path / "work", on_disk=False)[1] == "disk"
+
+
+def test_an_external_broker_is_used_as_it_is(tmp_path: Path) -> None:
+    with bench_broker("127.0.0.1:9", tmp_path) as b:
+        assert (b.bootstrap, b.pid, b.storage) == ("127.0.0.1:9", None, "")
+    assert list(tmp_path.iterdir()) == []
