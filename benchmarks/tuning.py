@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import statistics
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -39,9 +41,9 @@ def _kafka(client: str, props: dict[str, object]) -> _Overrides:
 # name -> (what differs from the worker's defaults, the settings that make it so)
 VARIANTS: dict[str, tuple[str, _Overrides]] = {
     "defaults": ("the worker's defaults", {}),
-    "fetch-default": (
-        "consumer fetch.min.bytes 1, fetch.wait.max.ms 500 (librdkafka's)",
-        _kafka("consumer", {"fetch.min.bytes": 1, "fetch.wait.max.ms": 500}),
+    "fetch-256k": (
+        "consumer fetch.min.bytes 256 KiB, fetch.wait.max.ms 5 (half the batch wait)",
+        _kafka("consumer", {"fetch.min.bytes": 256 * 1024, "fetch.wait.max.ms": 5}),
     ),
     "linger-1": ("producer linger.ms 1", _kafka("producer", {"linger.ms": 1})),
     "linger-20": ("producer linger.ms 20", _kafka("producer", {"linger.ms": 20})),
@@ -59,16 +61,20 @@ def _contender(name: str) -> Contender:
 
 
 def run(
-    bootstrap: str, work: Path, args: argparse.Namespace
+    bootstrap: str, broker_pid: int | None, work: Path, args: argparse.Namespace
 ) -> tuple[dict[str, list[RunResult]], dict[str, LatencyStep]]:
     model = resolve_model(args.model, work)
-    harness = Harness(bootstrap, model.path, work, uuid.uuid4().hex[:8])
+    harness = Harness(bootstrap, model.path, work, uuid.uuid4().hex[:8], broker_pid)
     names, events, rate = args.variants, args.events, args.rate
     runs: dict[str, list[RunResult]] = {n: [] for n in names}
     steps: dict[str, LatencyStep] = {}
     try:
         topic = harness.topic("tuning-in")
         harness.fill(topic, events, lambda _n: None)
+        began = time.monotonic()  # untimed runs first, as bench does (its README, Method)
+        while time.monotonic() - began < args.warmup:
+            warm = harness.catch_up(_contender(names[0]), 0, topic, events, lambda _n: None)
+            print(f"warm-up: {names[0]}: {warm.rate or 0:,.0f} events/s", flush=True)
         for round_no in range(1, args.rounds + 1):
             for name in rotated(names, round_no):
                 result = harness.catch_up(
@@ -99,13 +105,14 @@ def report(
         f"Command: `{cmd}`",
         "",
         f"| variant | what differs | catch-up events/s (mean, min - max) | vs {first} "
-        "| CPU s / M events | offered/s | p50 ms | p99 ms | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| CPU s / M events | broker CPU s / M events | offered/s | p50 ms | p99 ms | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in runs:
         description = VARIANTS[name][0]
         rates = [r.rate or 0.0 for r in runs[name]]
         cpus = [r.cpu_per_million for r in runs[name] if r.cpu_per_million]
+        broker = [x for r in runs[name] if not math.isnan(x := r.broker_cpu_per_million)]
         step = steps.get(name)
         s = step.summary if step is not None else None
         note = (step.error or "") if step is not None else "no latency step"
@@ -115,6 +122,7 @@ def report(
             f"| {name} | {description} | {statistics.mean(rates):,.0f} "
             f"({min(rates):,.0f} - {max(rates):,.0f}) | {statistics.mean(rates) / base:.2f}x | "
             f"{statistics.mean(cpus) if cpus else float('nan'):.1f} | "
+            f"{statistics.mean(broker) if broker else float('nan'):.1f} | "
             f"{step.offered if step else 0:,.0f} | "
             f"{s.p50 if s else float('nan'):.1f} | {s.p99 if s else float('nan'):.1f} | "
             f"{note} |"
@@ -132,6 +140,7 @@ def main() -> None:
         "--variants", type=lambda v: v.split(","), default=list(VARIANTS), help="comma-separated"
     )
     parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--warmup", type=float, default=45.0, help="seconds of untimed runs")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     unknown = [v for v in args.variants if v not in VARIANTS]
@@ -144,7 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tuning-") as tmp:
         work = Path(tmp)
         with bench_broker(args.bootstrap, work) as broker:
-            runs, steps = run(broker.bootstrap, work, args)
+            runs, steps = run(broker.bootstrap, broker.pid, work, args)
             own = broker.pid is not None
             machine = machine_line(describe_machine(broker.bootstrap, own, broker.storage))
     text = report(runs, steps, machine, cmd)

@@ -125,7 +125,7 @@ class Worker:
             transactional=eos,
         )
         self._consumer = InputConsumer(
-            s.kafka.consumer_config(client_id, p.static_id, s.batching.max_wait_ms),
+            s.kafka.consumer_config(client_id, p.static_id),
             self._assigned,
             self._revoked,
             self._lost,

@@ -37,6 +37,9 @@ def test_quick_bench_writes_sane_figures(kafka: str, tmp_path: Path) -> None:
     # One untimed run of the worker warmed the broker first, and is in no figure.
     warm = doc["settings"]["warmup_runs_per_s"]
     assert len(warm) == 1 and warm[0] > 0
+    # So did one untimed latency step of the first latency contender.
+    untimed = doc["settings"]["warmup_latency_step"]
+    assert untimed["contender"] == "stream-infer" and untimed["received"] == untimed["sent"] > 0
     assert [r["round"] for r in doc["contenders"]["stream-infer"]["runs"]] == [0]
     per = doc["contenders"]
     assert list(per) == ["stream-infer", "stream-infer-2p", "bare", "ort"]

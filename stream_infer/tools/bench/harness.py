@@ -313,7 +313,10 @@ class Harness:
         the settling seconds are summed up on their own (``LatencyStep.settling``), since
         a contender that is slow to reach a new rate shows it there.
         """
-        input_topic = self.topic(f"{c.name}-lat-in")
+        # Unique per call: an untimed step before the measured ones must not leave its
+        # events in the measured steps' input (a backlog they would start behind).
+        self._seq += 1
+        input_topic = self.topic(f"{c.name}-lat-in-{self._seq}")
         target = self.target(c, input_topic, 0, "lat")
         reader = OutputReader(self.bootstrap, target.output, PARTITIONS, c.event_time)
         proc: ContenderProcess | None = None
