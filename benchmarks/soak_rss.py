@@ -129,7 +129,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         work = Path(tmp)
-        with bench_broker(args.bootstrap, work) as broker:
+        # Input and outputs at about 400 bytes an event: tmpfs only where that fits twice.
+        written = int(args.rate * args.minutes * 60 * 400)
+        with bench_broker(args.bootstrap, work, room=written) as broker:
             own = broker.pid is not None
             text, flat = soak(broker.bootstrap, args.rate, args.minutes, work, own, broker.storage)
     day = datetime.date.today().isoformat()

@@ -13,19 +13,16 @@ from stream_infer.tools.bench.broker import bench_broker
 def test_the_log_goes_to_tmpfs_when_it_has_room(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shm = tmp_path / "shm"
+    shm, work = tmp_path / "shm", tmp_path / "work"
     shm.mkdir()
     monkeypatch.setattr(broker, "_TMPFS", shm)
-    monkeypatch.setattr(broker, "_ROOM", 0)
-    data, storage = broker._log_dir(tmp_path / "work", on_disk=False)
+    data, storage = broker._log_dir(work, on_disk=False, room=0)
     assert data.parent == shm and data.is_dir() and storage == "memory (tmpfs)"
-    # Asked for disk, or too little room: the work folder.
-    assert broker._log_dir(tmp_path / "work", on_disk=True) == (tmp_path / "work/broker", "disk")
-    monkeypatch.setattr(broker, "_ROOM", 2**62)
-    assert broker._log_dir(tmp_path / "work", on_disk=False) == (tmp_path / "work/broker", "disk")
+    # Asked for disk, or less than twice the run's room free (tmpfs is memory): disk.
+    assert broker._log_dir(work, on_disk=True, room=0) == (work / "broker", "disk")
+    assert broker._log_dir(work, on_disk=False, room=2**62) == (work / "broker", "disk")
     monkeypatch.setattr(broker, "_TMPFS", tmp_path / "none")
-    monkeypatch.setattr(broker, "_ROOM", 0)
-    assert broker._log_dir(tmp_path / "work", on_disk=False)[1] == "disk"
+    assert broker._log_dir(work, on_disk=False, room=0) == (work / "broker", "disk")
 
 
 def test_an_external_broker_is_used_as_it_is(tmp_path: Path) -> None:
