@@ -35,10 +35,10 @@ def test_the_bench_broker_runs_from_tmpfs_and_leaves_nothing(tmp_path: Path) -> 
         assert b.pid is not None and psutil.pid_exists(b.pid)
         topics = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=30)
         assert topics.brokers  # a real broker answers
-        if b.storage == "memory (tmpfs)":
+        if b.storage == "in memory (tmpfs)":
             (log_dir,) = ours() - before
             assert (log_dir / "kraft").is_dir()
         else:  # no tmpfs with room here: the work folder
-            assert b.storage == "disk" and (tmp_path / "broker").is_dir()
+            assert b.storage == "on disk" and (tmp_path / "broker").is_dir()
     assert not psutil.pid_exists(b.pid) or psutil.Process(b.pid).status() == "zombie"
     assert ours() == before

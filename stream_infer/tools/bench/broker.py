@@ -30,7 +30,7 @@ _ROOM = 8 * 2**30  # bytes a run may write (a full bench writes about 7 GiB)
 class BenchBroker:
     bootstrap: str
     pid: int | None  # None: a broker the bench did not start (--bootstrap)
-    storage: str  # "memory (tmpfs)", "disk", or "" for an external broker
+    storage: str  # "in memory (tmpfs)", "on disk", or "" for an external broker
 
 
 def _log_dir(work: Path, on_disk: bool, room: int = _ROOM) -> tuple[Path, str]:
@@ -38,9 +38,9 @@ def _log_dir(work: Path, on_disk: bool, room: int = _ROOM) -> tuple[Path, str]:
         with contextlib.suppress(OSError):
             if shutil.disk_usage(_TMPFS).free >= 2 * room:
                 return Path(tempfile.mkdtemp(prefix="stream-infer-bench-", dir=_TMPFS)), (
-                    "memory (tmpfs)"
+                    "in memory (tmpfs)"
                 )
-    return work / "broker", "disk"
+    return work / "broker", "on disk"
 
 
 @contextlib.contextmanager
@@ -64,5 +64,5 @@ def bench_broker(
         finally:
             stop_broker(data)
     finally:
-        if storage != "disk":
+        if storage != "on disk":
             shutil.rmtree(data, ignore_errors=True)

@@ -50,7 +50,7 @@ def describe_machine(bootstrap: str, own_broker: bool, storage: str = "") -> dic
     kafka = _kafka_version()
     broker = (
         f"Apache Kafka {kafka}, KRaft single node, started by bench on this machine"
-        + (f", its log in {storage}" if storage else "")
+        + (f", its log {storage}" if storage else "")
         if own_broker
         else f"external broker at {bootstrap} (pinned local jars: Kafka {kafka or '?'})"
     )

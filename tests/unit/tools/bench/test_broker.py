@@ -17,12 +17,12 @@ def test_the_log_goes_to_tmpfs_when_it_has_room(
     shm.mkdir()
     monkeypatch.setattr(broker, "_TMPFS", shm)
     data, storage = broker._log_dir(work, on_disk=False, room=0)
-    assert data.parent == shm and data.is_dir() and storage == "memory (tmpfs)"
+    assert data.parent == shm and data.is_dir() and storage == "in memory (tmpfs)"
     # Asked for disk, or less than twice the run's room free (tmpfs is memory): disk.
-    assert broker._log_dir(work, on_disk=True, room=0) == (work / "broker", "disk")
-    assert broker._log_dir(work, on_disk=False, room=2**62) == (work / "broker", "disk")
+    assert broker._log_dir(work, on_disk=True, room=0) == (work / "broker", "on disk")
+    assert broker._log_dir(work, on_disk=False, room=2**62) == (work / "broker", "on disk")
     monkeypatch.setattr(broker, "_TMPFS", tmp_path / "none")
-    assert broker._log_dir(work, on_disk=False, room=0) == (work / "broker", "disk")
+    assert broker._log_dir(work, on_disk=False, room=0) == (work / "broker", "on disk")
 
 
 def test_an_external_broker_is_used_as_it_is(tmp_path: Path) -> None:
