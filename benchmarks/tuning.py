@@ -20,7 +20,6 @@ import datetime
 import math
 import statistics
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -71,10 +70,11 @@ def run(
     try:
         topic = harness.topic("tuning-in")
         harness.fill(topic, events, lambda _n: None)
-        began = time.monotonic()  # untimed runs first, as bench does (its README, Method)
-        while time.monotonic() - began < args.warmup:
-            warm = harness.catch_up(_contender(names[0]), 0, topic, events, lambda _n: None)
-            print(f"warm-up: {names[0]}: {warm.rate or 0:,.0f} events/s", flush=True)
+        if args.warmup > 0:  # untimed runs first, as bench does (its README, Method)
+            first = _contender(names[0])
+            warm = harness.warm_up(first, topic, events, args.warmup, lambda _n: None)
+            rates = ", ".join(f"{r.rate or 0:,.0f}" for r in warm)
+            print(f"warm-up: {names[0]}: {rates} events/s", flush=True)
         for round_no in range(1, args.rounds + 1):
             for name in rotated(names, round_no):
                 result = harness.catch_up(

@@ -154,7 +154,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {c['events']:,} | {_n(t['mean'])} | {_n(t['min'])} - {_n(t['max'])} "
             f"| {_ratio(vs)} | {_n(c['cpu_s_per_million']['mean'], 1)} "
-            f"| {_n(c.get('broker_cpu_s_per_million', {}).get('mean', math.nan), 1)} "
+            f"| {_n(c['broker_cpu_s_per_million']['mean'], 1)} "
             f"| {_n(c['peak_rss_mib']['mean'])} |"
         )
     if doc["targets"]:

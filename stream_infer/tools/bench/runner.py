@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -216,28 +215,25 @@ class _Session:
                 self.say(f"{what}: {figure}" + (f": {result.error}" if result.error else ""))
 
     def warm_up(self) -> None:
-        """Untimed runs of the worker (else the first Kafka contender) for ``warmup_s``.
-
-        A broker just started compiles its hot paths as traffic first reaches them: its
-        JIT compiler threads took 16 to 23% of a core in the first runs after a start,
-        and 2% by the fourth, CPU that the contenders on the same cores lost unequally,
-        by their place in the rotation. A broker in service has long done that work.
-        """
+        """Untimed runs of the worker (else the first Kafka contender): ``Harness.warm_up``."""
         kafka = [n for n in self.opts.names if CONTENDERS[n].kafka]
         if self.opts.warmup_s <= 0 or not kafka:
             return
         c = CONTENDERS["stream-infer" if "stream-infer" in kafka else kafka[0]]
-        began = time.monotonic()
-        while not self.warmup_runs or time.monotonic() - began < self.opts.warmup_s:
-            what = f"warming up the broker: {c.name}"
-            task, progress = self._task(what, events_for(c, self.opts.n_events))
-            result = self.harness.catch_up(c, -1, self.source, self.opts.n_events, progress)
-            self.bar.remove_task(task)
-            self.warmup_runs.append(result.rate)
-            if result.error:
-                self.say(f"{what}: {result.error}")
-                break
-        self.say(f"warm-up: {len(self.warmup_runs)} untimed run(s) of {c.name}, not counted")
+        what = f"warming up the broker: {c.name}"
+        task, progress = self._task(what, events_for(c, self.opts.n_events))
+        opts = self.opts
+        runs = self.harness.warm_up(c, self.source, opts.n_events, opts.warmup_s, progress)
+        self.bar.remove_task(task)
+        self.warmup_runs = [r.rate for r in runs]
+        if runs[-1].error:
+            self.say(f"{what}: {runs[-1].error}")
+        self.say(f"warm-up: {len(runs)} untimed run(s) of {c.name}, not counted")
+
+    def _mean_rate(self, name: str) -> float | None:
+        """The contender's mean catch-up rate over its runs that did not fail."""
+        rates = [x.rate for x in self.runs if x.contender == name and x.error is None]
+        return sum(rates) / len(rates) if rates else None
 
     def warm_latency(self) -> None:
         """One untimed step at 80% of the first latency contender's rate, as long as a step.
@@ -251,15 +247,14 @@ class _Session:
         if self.opts.warmup_s <= 0:
             return
         for name in self.opts.latency_names:
-            rates = [x.rate for x in self.runs if x.contender == name and x.error is None]
-            if not rates:
+            rate = self._mean_rate(name)
+            if rate is None:
                 continue
             task = self.bar.add_task(f"warming up the broker: {name} under load", total=1)
             opts = self.opts
             steps = self.harness.latency(
-                CONTENDERS[name], sum(rates) / len(rates), (0.8,), opts.latency_s,
-                opts.settle_s, lambda _s: None,
-            )  # fmt: skip
+                CONTENDERS[name], rate, (0.8,), opts.latency_s, opts.settle_s, lambda _s: None
+            )
             for step in steps:
                 self.warmup_latency = step.as_dict()
             self.bar.remove_task(task)
@@ -268,15 +263,14 @@ class _Session:
     def latency(self) -> None:
         self.warm_latency()
         for name in self.opts.latency_names:
-            mine = [x.rate for x in self.runs if x.contender == name and x.error is None]
-            if not mine:
+            top = self._mean_rate(name)
+            if top is None:
                 continue
             task = self.bar.add_task(f"latency: {name}", total=len(LOADS))
 
             def on_step(what: str, task: Any = task, name: str = name) -> None:
                 self.bar.update(task, description=f"latency {name}: {what}")
 
-            top = sum(mine) / len(mine)
             c = CONTENDERS[name]
             lat, settle = self.opts.latency_s, self.opts.settle_s
             for step in self.harness.latency(c, top, LOADS, lat, settle, on_step):
